@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with only python3: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test bench lint install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# One stamp per set of extras; reinstalls when pyproject.toml changes.
+$(VENV)/.stamp-%: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e ".[$(subst +,$(comma),$*)]"
+	touch $@
+
+comma := ,
+
+install: $(VENV)/.stamp-cli
+
+demo: $(VENV)/.stamp-cli
+	$(BIN)/banditroute demo
+
+test: $(VENV)/.stamp-test+lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+bench: $(VENV)/.stamp-test+bench
+	$(BIN)/python -m benchmarks
+
+lint: $(VENV)/.stamp-test+lint
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

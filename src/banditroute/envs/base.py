@@ -1,0 +1,88 @@
+"""The environment contract: where contexts and (full-information) rewards come from.
+
+An environment streams blocks of rounds. Each block holds, for every round, the context, the
+reward *every* arm would have produced (so the simulator reveals only the chosen one to the
+policy but can compute regret exactly) and the expected reward of every arm (what regret is
+measured against; equal to the realised reward for replayed tables).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditroute.core.types import FloatArray
+from banditroute.core.validation import InputError, check_generator, check_int
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a policy needs to know about an environment to be constructed for it.
+
+    Attributes:
+        n_arms: number of arms ``M``.
+        dim: context dimension ``d``.
+        per_arm: contexts are ``(M, d)`` (one feature row per arm) rather than ``(d,)``.
+        reward_range: bounds of realised rewards, or ``None`` when unbounded.
+        arm_names: display names of the arms (models).
+    """
+
+    n_arms: int
+    dim: int
+    per_arm: bool = False
+    reward_range: tuple[float, float] | None = (0.0, 1.0)
+    arm_names: tuple[str, ...] = ()
+
+    def names(self) -> tuple[str, ...]:
+        return self.arm_names or tuple(f"arm{m}" for m in range(self.n_arms))
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """A block of ``n`` rounds with full information.
+
+    Attributes:
+        contexts: ``(n, d)`` or ``(n, M, d)``.
+        rewards: ``(n, M)`` realised reward of every arm (only the chosen one is revealed).
+        expected: ``(n, M)`` expected reward of every arm, for exact regret.
+        costs: optional ``(n, M)`` cost of every arm (e.g. USD per LLM call).
+    """
+
+    contexts: FloatArray
+    rewards: FloatArray
+    expected: FloatArray
+    costs: FloatArray | None = None
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+
+class Environment(ABC):
+    """Base class: subclasses implement ``_sample`` (i.i.d. rounds) or override ``stream``."""
+
+    spec: EnvSpec
+
+    def stream(self, T: int, rng: np.random.Generator, chunk_size: int = 4096) -> Iterator[Rounds]:
+        """Yield ``T`` rounds in blocks of at most ``chunk_size``; same generator, same rounds."""
+        T = check_int(T, "T")
+        chunk_size = check_int(chunk_size, "chunk_size")
+        check_generator(rng)
+        done = 0
+        while done < T:
+            n = min(chunk_size, T - done)
+            yield self._sample(n, rng)
+            done += n
+
+    def rounds(self, T: int, rng: np.random.Generator) -> Rounds:
+        """All ``T`` rounds as one block (convenient for small ``T``)."""
+        blocks = list(self.stream(T, rng, chunk_size=T))
+        if len(blocks) != 1:  # pragma: no cover - stream contract
+            raise InputError("environment stream returned an unexpected number of blocks")
+        return blocks[0]
+
+    @abstractmethod
+    def _sample(self, n: int, rng: np.random.Generator) -> Rounds:
+        """Draw ``n`` rounds (i.i.d. environments) — order-dependent ones override ``stream``."""

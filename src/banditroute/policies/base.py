@@ -1,0 +1,184 @@
+"""The policy contract: a pure, seeded state machine behind one validated API.
+
+A policy never reads files, clocks or global random state. ``act`` draws with the
+``numpy.random.Generator`` it is handed, returns a :class:`Decision` with the full probability
+vector, and ``learn`` consumes that decision. The public methods validate every argument before
+calling the subclass hooks, so a rejected call leaves the policy unchanged.
+
+Batch semantics: ``act_batch`` decides ``n`` contexts with the *current* parameters (as a
+service does between updates); ``learn_batch`` applies the same update as ``n`` sequential
+``learn`` calls in row order, vectorised where the maths allows.
+
+Contexts are ``(d,)`` — shared by all arms — or ``(M, d)`` — one feature row per arm
+("action-dependent features"); subclasses receive them as an ``(n, M, d)`` broadcast view.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from banditroute.core.types import BatchDecision, Decision, FloatArray, IntArray
+from banditroute.core.validation import (
+    InputError,
+    check_actions,
+    check_context,
+    check_contexts,
+    check_generator,
+    check_int,
+    check_probs,
+    check_rewards,
+)
+
+
+class Policy(ABC):
+    """Base class of every routing policy.
+
+    Args:
+        n_arms: number of arms ``M`` (models to route between).
+        dim: context dimension ``d``.
+        reward_range: ``(low, high)`` rewards must lie in, or ``None`` for any finite reward.
+    """
+
+    name: ClassVar[str] = "policy"
+
+    def __init__(self, n_arms: int, dim: int, *, reward_range: tuple[float, float] | None = (0.0, 1.0)) -> None:
+        self.n_arms = check_int(n_arms, "n_arms", minimum=1)
+        self.dim = check_int(dim, "dim", minimum=1)
+        if reward_range is not None:
+            lo, hi = (float(v) for v in reward_range)
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise InputError(f"reward_range must be (low, high) with low < high, got {reward_range!r}")
+            reward_range = (lo, hi)
+        self.reward_range = reward_range
+        self.config: dict[str, Any] = {"n_arms": self.n_arms, "dim": self.dim, "reward_range": reward_range}
+
+    # ------------------------------------------------------------------ public, validated API
+    def act(self, x: Any, rng: np.random.Generator) -> Decision:
+        """Choose an arm for context ``x``; the decision holds the distribution it was drawn from."""
+        X = self._broadcast(check_context(x, self.n_arms, self.dim)[None])
+        batch = self._act_batch(X, check_generator(rng))
+        return batch[0]
+
+    def act_batch(self, X: Any, rng: np.random.Generator) -> BatchDecision:
+        """Decide ``n`` contexts at once with the current parameters."""
+        Xb = self._broadcast(check_contexts(X, self.n_arms, self.dim))
+        return self._act_batch(Xb, check_generator(rng))
+
+    def learn(self, x: Any, decision: Decision, reward: Any) -> None:
+        """Update from the reward of the arm chosen in ``decision`` (bandit feedback)."""
+        if not isinstance(decision, Decision):
+            raise InputError(f"decision must be a Decision, got {type(decision).__name__}")
+        X = self._broadcast(check_context(x, self.n_arms, self.dim)[None])
+        a = check_actions(decision.action, None, self.n_arms)
+        p = check_probs(decision.probs, None, self.n_arms)
+        r = check_rewards(reward, None, self.reward_range)
+        self._learn_batch(X, a[None], p[None], r[None], self._check_info(decision.info, 1, batched=False))
+
+    def learn_batch(self, X: Any, decisions: BatchDecision, rewards: Any) -> None:
+        """Same result as ``learn`` on each row in order (up to float rounding)."""
+        if not isinstance(decisions, BatchDecision):
+            raise InputError(f"decisions must be a BatchDecision, got {type(decisions).__name__}")
+        Xb = self._broadcast(check_contexts(X, self.n_arms, self.dim))
+        n = Xb.shape[0]
+        a = check_actions(decisions.actions, n, self.n_arms)
+        p = check_probs(decisions.probs, n, self.n_arms)
+        r = check_rewards(rewards, n, self.reward_range)
+        self._learn_batch(Xb, a, p, r, self._check_info(decisions.info, n, batched=True))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Full state: ``{"policy", "config", "state"}``; arrays are copies."""
+        return {
+            "policy": self.name,
+            "config": dict(self.config),
+            "state": {k: np.array(v, copy=True) for k, v in self._get_state().items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict``; rejects (and changes nothing on) a mismatched or corrupt one."""
+        if not isinstance(state, Mapping) or set(state) != {"policy", "config", "state"}:
+            raise InputError("state must be a mapping with keys 'policy', 'config', 'state'")
+        if state["policy"] != self.name:
+            raise InputError(f"state is for policy {state['policy']!r}, not {self.name!r}")
+        if _normalise(state["config"]) != _normalise(self.config):
+            raise InputError(f"state config {state['config']!r} differs from this policy's {self.config!r}")
+        current = self._get_state()
+        new = state["state"]
+        if not isinstance(new, Mapping) or set(new) != set(current):
+            raise InputError(f"state arrays must be exactly {sorted(current)}")
+        arrays: dict[str, np.ndarray] = {}
+        for key, ref in current.items():
+            ref = np.asarray(ref)
+            try:
+                arr = np.array(new[key], dtype=ref.dtype, copy=True)
+            except (TypeError, ValueError):
+                raise InputError(f"state[{key!r}] has the wrong type") from None
+            if arr.shape != ref.shape:
+                raise InputError(f"state[{key!r}] has shape {arr.shape}, expected {ref.shape}")
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                raise InputError(f"state[{key!r}] contains NaN or inf")
+            arrays[key] = arr
+        self._set_state(arrays)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abstractmethod
+    def _act_batch(self, X: FloatArray, rng: np.random.Generator) -> BatchDecision:
+        """Decide rows of ``X`` (``(n, M, d)``, validated) with the current parameters."""
+
+    @abstractmethod
+    def _learn_batch(
+        self, X: FloatArray, actions: IntArray, probs: FloatArray, rewards: FloatArray, info: Mapping[str, Any]
+    ) -> None:
+        """Apply the updates of ``n`` validated rounds, in order."""
+
+    @abstractmethod
+    def _get_state(self) -> dict[str, np.ndarray]:
+        """Every mutable array of the policy (scalars as 0-d arrays)."""
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Install validated copies of the arrays from ``_get_state``."""
+
+    def _check_info(self, info: Mapping[str, Any], n: int, *, batched: bool) -> dict[str, Any]:
+        """Validate the info a decision carries back; default: nothing is needed."""
+        return {}
+
+    # ------------------------------------------------------------------ helpers
+    def _broadcast(self, X: FloatArray) -> FloatArray:
+        """``(n, d)`` -> read-only ``(n, M, d)`` view; ``(n, M, d)`` passes through."""
+        if X.ndim == 2:
+            return np.broadcast_to(X[:, None, :], (X.shape[0], self.n_arms, self.dim))
+        return X
+
+    def _shared_context(self, X: FloatArray) -> bool:
+        """True when every arm sees the same features (a broadcast view), enabling cheaper maths."""
+        return X.strides[1] == 0
+
+
+def _normalise(config: Any) -> Any:
+    """Compare configs across JSON round-trips (tuples become lists)."""
+    if isinstance(config, Mapping):
+        return {k: _normalise(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [_normalise(v) for v in config]
+    return config
+
+
+class StatelessMixin:
+    """For policies with no learnable state (uniform, fixed arm)."""
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        return None
+
+    def _learn_batch(self, *args: Any) -> None:
+        return None

@@ -1,0 +1,60 @@
+"""Name -> policy factory, so the CLI, the simulator and the service build policies one way.
+
+Each entry is the class and the defaults that make the name mean something (``greedy`` is
+ridge with ``epsilon=0``). ``make_policy`` fills ``n_arms``, ``dim`` and ``reward_range`` from
+an :class:`~banditroute.envs.base.EnvSpec`; keyword overrides win over entry defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+from banditroute.core.validation import InputError
+from banditroute.envs.base import EnvSpec
+from banditroute.policies.base import Policy
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """Where a policy class lives (imported lazily) and its defaults under this name."""
+
+    target: str  # "module:Class"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    def cls(self) -> type[Policy]:
+        module, _, attr = self.target.partition(":")
+        return getattr(import_module(module), attr)  # type: ignore[no-any-return]
+
+
+REGISTRY: dict[str, PolicyEntry] = {
+    "uniform": PolicyEntry("banditroute.policies.simple:Uniform", summary="uniformly random arm"),
+    "fixed": PolicyEntry("banditroute.policies.simple:FixedArm", summary="always the same arm (arm=...)"),
+    "greedy": PolicyEntry("banditroute.policies.ridge:RidgePolicy", {"epsilon": 0.0}, "ridge regression, greedy"),
+    "egreedy": PolicyEntry("banditroute.policies.ridge:RidgePolicy", {"epsilon": 0.05}, "ridge, ε-greedy"),
+    "linucb": PolicyEntry("banditroute.policies.ridge:LinUCB", summary="disjoint LinUCB (Li et al. 2010)"),
+    "lints": PolicyEntry("banditroute.policies.ridge:LinTS", summary="linear Thompson sampling"),
+    "exp3": PolicyEntry("banditroute.policies.exp3:EXP3", summary="EXP3, context-free adversarial"),
+    "loglinear": PolicyEntry(
+        "banditroute.policies.loglinear:LogLinearPG", summary="log-linear softmax policy gradient (REINFORCE)"
+    ),
+}
+
+
+def policy_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def make_policy(name: str, spec: EnvSpec, **overrides: Any) -> Policy:
+    """Build the policy registered as ``name`` for an environment with ``spec``."""
+    if name not in REGISTRY:
+        raise InputError(f"unknown policy {name!r}; known: {', '.join(REGISTRY)}")
+    entry = REGISTRY[name]
+    kwargs = {**entry.defaults, "reward_range": spec.reward_range, **overrides}
+    try:
+        policy = entry.cls()(spec.n_arms, spec.dim, **kwargs)
+    except TypeError as exc:
+        raise InputError(f"bad parameters for policy {name!r}: {exc}") from None
+    return policy
