@@ -60,21 +60,31 @@ class Rounds:
         return int(self.rewards.shape[0])
 
 
+def chunks(T: int, chunk_size: int) -> Iterator[tuple[int, int]]:
+    """``(start, length)`` of consecutive blocks covering rounds ``0 .. T-1``."""
+    for start in range(0, T, chunk_size):
+        yield start, min(chunk_size, T - start)
+
+
 class Environment(ABC):
     """Base class: subclasses implement ``_sample`` (i.i.d. rounds) or override ``stream``."""
 
     spec: EnvSpec
 
     def stream(self, T: int, rng: np.random.Generator, chunk_size: int = 4096) -> Iterator[Rounds]:
-        """Yield ``T`` rounds in blocks of at most ``chunk_size``; same generator, same rounds."""
+        """Yield ``T`` rounds in blocks of at most ``chunk_size``; same generator, same rounds.
+
+        Arguments are checked here, eagerly; order-dependent environments override ``_stream``.
+        """
         T = check_int(T, "T")
         chunk_size = check_int(chunk_size, "chunk_size")
         check_generator(rng)
-        done = 0
-        while done < T:
-            n = min(chunk_size, T - done)
+        return self._stream(T, rng, chunk_size)
+
+    def _stream(self, T: int, rng: np.random.Generator, chunk_size: int) -> Iterator[Rounds]:
+        """Default: i.i.d. blocks from ``_sample``."""
+        for _, n in chunks(T, chunk_size):
             yield self._sample(n, rng)
-            done += n
 
     def rounds(self, T: int, rng: np.random.Generator) -> Rounds:
         """All ``T`` rounds as one block (convenient for small ``T``)."""
