@@ -21,7 +21,8 @@ def sample_categorical(probs: FloatArray, rng: np.random.Generator) -> IntArray:
 
 def softmax(logits: FloatArray, axis: int = -1) -> FloatArray:
     """Numerically stable softmax: finite, valid probabilities for any finite logits."""
-    z = logits - np.max(logits, axis=axis, keepdims=True)
+    with np.errstate(over="ignore", invalid="ignore"):  # |logit| near 1e308: the shift overflows to -inf
+        z = logits - np.max(logits, axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
 

@@ -113,7 +113,12 @@ class Policy(ABC):
         for key, ref in current.items():
             ref = np.asarray(ref)
             try:
-                arr = np.array(new[key], dtype=ref.dtype, copy=True)
+                raw = np.asarray(new[key])
+                # NaN, inf or fractions cast to an integer array would be silently corrupted: reject them
+                float_to_int = ref.dtype.kind in "iu" and raw.dtype.kind == "f"
+                if float_to_int and not np.all(np.isfinite(raw) & (raw == np.round(raw))):
+                    raise ValueError("non-integral values for an integer array")
+                arr = np.array(raw, dtype=ref.dtype, copy=True)
             except (TypeError, ValueError):
                 raise InputError(f"state[{key!r}] has the wrong type") from None
             if arr.shape != ref.shape:

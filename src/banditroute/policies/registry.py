@@ -26,7 +26,8 @@ class PolicyEntry:
 
     def cls(self) -> type[Policy]:
         module, _, attr = self.target.partition(":")
-        return getattr(import_module(module), attr)  # type: ignore[no-any-return]
+        cls: type[Policy] = getattr(import_module(module), attr)
+        return cls
 
 
 REGISTRY: dict[str, PolicyEntry] = {
