@@ -23,7 +23,7 @@ install: $(VENV)/.stamp-cli
 demo: $(VENV)/.stamp-cli
 	$(BIN)/banditroute demo
 
-test: $(VENV)/.stamp-test+lint
+test: lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 bench: $(VENV)/.stamp-test+bench

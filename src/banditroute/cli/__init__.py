@@ -1,0 +1,1 @@
+"""Command line interface (``banditroute``; the typer app is :data:`banditroute.cli.main.app`)."""
