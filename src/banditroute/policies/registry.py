@@ -41,6 +41,20 @@ REGISTRY: dict[str, PolicyEntry] = {
     "loglinear": PolicyEntry(
         "banditroute.policies.loglinear:LogLinearPG", summary="log-linear softmax policy gradient (REINFORCE)"
     ),
+    "hpg": PolicyEntry("banditroute.policies.hpg:HPG", summary="hypentropy policy gradient, log-quadratic (tuned)"),
+    "hpg-theory": PolicyEntry("banditroute.policies.hpg:TheoryHPG", summary="HPG with theory-style β, η (horizon=...)"),
+    "hpg-free": PolicyEntry("banditroute.policies.hpg:ParameterFreeHPG", summary="HPG, no user-set η, τ, β"),
+    "hpg-euclid": PolicyEntry(
+        "banditroute.policies.hpg:HPG",
+        {"regularizer": "euclidean", "tau": None, "beta": None},
+        "log-quadratic, Euclidean mirror map, unconstrained (HPG ablation)",
+    ),
+    "loglinear-omd": PolicyEntry(
+        "banditroute.policies.hpg:HPG",
+        {"features": "linear"},
+        "log-linear with HPG's hypentropy OMD and ℓ1 ball (HPG ablation)",
+    ),
+    "constant": PolicyEntry("banditroute.policies.exp3:EXP3", summary="constant: EXP3 over models (ablation)"),
 }
 
 
