@@ -9,17 +9,14 @@ message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import inspect
-import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from banditroute.cli.app import JobsOpt, QuietOpt, app, console, parse_options, user_errors
 from banditroute.core.validation import InputError
 from banditroute.envs.registry import ENV_REGISTRY
 from banditroute.policies.registry import REGISTRY
@@ -29,57 +26,6 @@ BASELINES = ("uniform", "egreedy", "linucb", "lints", "exp3", "loglinear")
 DEMO_ENV: dict[str, Any] = {"n_arms": 4, "dim": 32, "rank": 2, "queries": "clustered", "query_noise": 0.1}
 DEMO_T = 20_000
 DEMO_SEEDS = 4
-
-app = typer.Typer(
-    help="Route each query to the best of several models, learning online from bandit feedback.\n\n"
-    "Simulate routing policies on synthetic or replayed problems and compare their regret.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
-)
-console = Console()
-if not console.is_terminal:  # piped or captured output: wide enough for the summary table on one line per row
-    console.width = 120
-err_console = Console(stderr=True)
-
-JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Parallel processes over (policy, seed) runs; -1 = all.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn bad input into a one-line message and exit status 2 (an interrupt: 130)."""
-    try:
-        yield
-    except (InputError, OSError) as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished runs are saved; run the same command again to resume")
-        raise typer.Exit(130) from None
-
-
-def parse_value(text: str) -> Any:
-    """A ``key=value`` value: JSON (numbers, true/false/null, lists) when it parses, else a string."""
-    aliases = {"none": None, "true": True, "false": False}
-    if text.lower() in aliases:
-        return aliases[text.lower()]
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_options(items: Sequence[str], what: str) -> dict[str, Any]:
-    """``["key=value", ...]`` -> ``{key: parsed value}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"{what} must look like key=value, got {item!r}")
-        out[key.strip()] = parse_value(value.strip())
-    return out
 
 
 def parse_policy_options(items: Sequence[str], policies: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -162,7 +108,7 @@ def simulate(
     Writes one Parquet file per (policy, seed) under --out (an interrupted run resumes), then
     summary.csv and regret.png (cumulative regret and sub-optimality gap with 95% CI bands).
     """
-    with _user_errors():
+    with user_errors():
         names = [p.strip() for p in policies.split(",") if p.strip()]
         if not names:
             raise InputError("--policies is empty")
@@ -207,7 +153,7 @@ def demo(
     the query, so linear policies (LinUCB, log-linear PG) are misspecified; HPG learns one low-rank
     quadratic form per model. Writes summary.csv and regret.png under --out.
     """
-    with _user_errors():
+    with user_errors():
         names = demo_policies()
         if not any(n.startswith("hpg") for n in names):
             console.print("note: no HPG policy is registered in this build; showing the baselines only")
@@ -248,7 +194,7 @@ def list_envs() -> None:
     table = Table(title="Environments (use with --env; set options with --env-opt key=value)")
     for col in ("Name", "What it is", "Options (defaults)"):
         table.add_column(col)
-    with _user_errors():
+    with user_errors():
         for name, entry in ENV_REGISTRY.items():
             table.add_row(name, entry.summary, _defaults(entry.options()))
     console.print(table)
