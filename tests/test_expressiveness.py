@@ -27,7 +27,7 @@ def test_gradient_matches_finite_differences(kind: str) -> None:
     Xt = np.hstack([X, np.ones((40, 1))])
     size = Xt.shape[1] * 3 * (1 if kind == "loglinear" else 2 * 2)
     p = 0.3 * rng.standard_normal(size)
-    f, g = objective(kind, p, Xt, R, 0.05, 2)
+    _, g = objective(kind, p, Xt, R, 0.05, 2)
     num = approx_fprime(p, lambda q: objective(kind, q, Xt, R, 0.05, 2)[0], 1e-6)
     np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-7)
 

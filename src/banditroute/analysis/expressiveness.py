@@ -203,7 +203,7 @@ def class_expressiveness(
     n = X.shape[0]
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    cut = int(round(train_fraction * n))
+    cut = round(train_fraction * n)
     if cut < 5 or n - cut < 2:
         raise InputError(f"too few queries ({n}) for a train/test split at {train_fraction}")
     tr, te = perm[:cut], perm[cut:]
