@@ -198,3 +198,6 @@ def list_envs() -> None:
         for name, entry in ENV_REGISTRY.items():
             table.add_row(name, entry.summary, _defaults(entry.options()))
     console.print(table)
+
+
+from banditroute.cli import embed_routing as _embed_routing  # noqa: E402, F401  (registers its commands)

@@ -1,0 +1,227 @@
+"""The embedding-routing experiment (spec hpg.md §4–5) on saved reward tables.
+
+For one reward table (queries × embedding models, reward = retrieval quality of each model on
+each query) it reports, with 95% confidence intervals:
+
+1. **Routing headroom**: every model's mean reward, the best single model, the per-query oracle.
+2. **Class expressiveness**: the best constant, log-linear and log-quadratic policies fitted with
+   full information on a train split, compared on the test split
+   (:mod:`banditroute.analysis.expressiveness`; the paper reports 68.0% lower gap for
+   log-quadratic than log-linear on ESCI).
+3. **Online learning** under bandit feedback, in shuffled passes and in an adversarial order:
+   HPG (tuned, fast mode, and parameter-free), log-linear PG, LinUCB, ε-greedy, EXP3 (constant),
+   the best single model in hindsight and uniform, over several seeds, through the same
+   :func:`~banditroute.simulate.experiment.run_experiment` as every other experiment (so runs are
+   resumable and saved as Parquet).
+
+Router context. The table's context (a reference encoder's query embedding, possibly with cheap
+query features) is standardised, projected on its top ``context_dim`` principal directions and
+scaled to unit norm. Unit norm matches HPG's assumption ``‖x‖ ≤ 1`` (the nuclear radius τ then
+bounds the logit range) and the low dimension keeps exact HPG and LinUCB affordable; the
+projection is unsupervised (it never sees rewards), fitted on the table's queries, and saved
+beside the results so every policy sees the same contexts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from banditroute.analysis.expressiveness import ExpressivenessResult, class_expressiveness
+from banditroute.core.types import FloatArray
+from banditroute.core.validation import InputError, check_int
+from banditroute.envs.reward_table import RewardTable
+from banditroute.simulate.experiment import Experiment, ExperimentResult, PolicyRun, run_experiment
+
+ORDERS = ("shuffle", "blocks")
+DEFAULT_POLICIES: tuple[PolicyRun, ...] = (
+    PolicyRun("hpg"),
+    PolicyRun("hpg-free"),
+    PolicyRun("loglinear"),
+    PolicyRun("linucb"),
+    PolicyRun("egreedy"),
+    PolicyRun("exp3"),
+    PolicyRun("uniform"),
+)
+
+
+def project_contexts(contexts: FloatArray, dim: int) -> FloatArray:
+    """Standardise, keep the top ``dim`` principal components, scale each row to unit norm."""
+    X = np.asarray(contexts, dtype=np.float64)
+    dim = check_int(dim, "context_dim")
+    Z = X - X.mean(axis=0)
+    std = Z.std(axis=0)
+    Z /= np.where(std > 1e-12, std, 1.0)
+    if dim < Z.shape[1]:
+        _, _, Vt = np.linalg.svd(Z, full_matrices=False)
+        Z = Z @ Vt[:dim].T
+    norms = np.linalg.norm(Z, axis=1, keepdims=True)
+    out: FloatArray = Z / np.where(norms > 1e-12, norms, 1.0)
+    return out
+
+
+@dataclass
+class Headroom:
+    """Per-model mean reward with 95% bootstrap CIs, and the oracle (per-query best model)."""
+
+    arm_names: tuple[str, ...]
+    means: list[tuple[float, float, float]]
+    oracle: tuple[float, float, float]
+    best_arm: int
+    unique_best_share: list[float] = field(default_factory=list)
+
+    @property
+    def best_single(self) -> tuple[float, float, float]:
+        return self.means[self.best_arm]
+
+
+def headroom(rewards: FloatArray, arm_names: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> Headroom:
+    """How much a router could gain: best single model vs per-query oracle (bootstrap over queries)."""
+    R = np.asarray(rewards, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, R.shape[0], size=(n_boot, R.shape[0]))
+
+    def ci(v: FloatArray) -> tuple[float, float, float]:
+        boot = v[idx].mean(axis=1)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        return float(v.mean()), float(lo), float(hi)
+
+    best = R.max(axis=1, keepdims=True)
+    winners = best == R
+    unique = winners & (winners.sum(axis=1, keepdims=True) == 1)
+    means = [ci(R[:, m]) for m in range(R.shape[1])]
+    return Headroom(
+        arm_names=tuple(arm_names),
+        means=means,
+        oracle=ci(best[:, 0]),
+        best_arm=int(np.argmax([m[0] for m in means])),
+        unique_best_share=[float(s) for s in unique.mean(axis=0)],
+    )
+
+
+@dataclass
+class EmbedRoutingResult:
+    table: str
+    n_queries: int
+    headroom: Headroom
+    expressiveness: ExpressivenessResult
+    online: dict[str, ExperimentResult]
+
+
+def prepare(table_path: Path, out_dir: Path, context_dim: int) -> tuple[Path, RewardTable]:
+    """Load the table, write its projected-context copy to ``out_dir/table.npz`` (reused when present)."""
+    table = RewardTable.load(table_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    projected = out_dir / "table.npz"
+    meta = {**dict(table.metadata), "source_table": str(table_path), "context_projection": f"pca{context_dim}+unit"}
+    if projected.exists():
+        existing = RewardTable.load(projected)
+        if dict(existing.metadata) == json.loads(json.dumps(meta)) and existing.rewards.shape == table.rewards.shape:
+            return projected, existing
+    reward_range = table.reward_range
+    if reward_range is None:  # retrieval metrics live in [0, 1]; EXP3 and HPG's baseline need the range
+        if table.rewards.min() < 0.0 or table.rewards.max() > 1.0:
+            raise InputError(f"{table_path}: rewards outside [0, 1] and no reward_range declared")
+        reward_range = (0.0, 1.0)
+    new = RewardTable(
+        contexts=project_contexts(table.contexts, min(context_dim, table.dim)),
+        rewards=table.rewards,
+        costs=table.costs,
+        arm_names=table.arm_names,
+        metadata=meta,
+        reward_range=reward_range,
+    )
+    new.save(projected)
+    return projected, new
+
+
+def run_embed_routing(
+    table_path: Path,
+    out_dir: Path,
+    *,
+    seeds: int = 5,
+    passes: int = 2,
+    orders: Sequence[str] = ORDERS,
+    context_dim: int = 64,
+    policies: Sequence[PolicyRun] = DEFAULT_POLICIES,
+    n_clusters: int = 8,
+    jobs: int = -1,
+    progress: bool = True,
+    expressiveness_options: dict[str, Any] | None = None,
+) -> EmbedRoutingResult:
+    """Headroom, class expressiveness and online runs for one table; everything lands under ``out_dir``."""
+    seeds = check_int(seeds, "seeds")
+    passes = check_int(passes, "passes")
+    bad = sorted(set(orders) - set(ORDERS))
+    if bad or not orders:
+        raise InputError(f"orders must be a non-empty subset of {ORDERS}, got {list(orders)}")
+    path, table = prepare(table_path, out_dir, context_dim)
+    room = headroom(table.rewards, table.arm_names)
+    expr = class_expressiveness(table.contexts, table.rewards, **(expressiveness_options or {}))
+    runs = (*policies, PolicyRun("fixed", {"arm": room.best_arm}, label="best-single"))
+    online: dict[str, ExperimentResult] = {}
+    for order in orders:
+        exp = Experiment(
+            env="table",
+            env_options={"path": str(path.resolve()), "order": order, "n_clusters": n_clusters},
+            policies=tuple(runs),
+            T=passes * table.n_rows,
+            seeds=tuple(range(seeds)),
+        )
+        online[order] = run_experiment(
+            exp,
+            out_dir / order,
+            n_jobs=jobs,
+            progress=progress,
+            overwrite=False,
+            title=f"{table_path.stem}: {order} order",
+        )
+    return EmbedRoutingResult(str(table_path), table.n_rows, room, expr, online)
+
+
+def _ci(v: tuple[float, float, float], digits: int = 3) -> str:
+    return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
+
+
+_ONLINE_COLUMNS = (("reward", 4), ("gap", 4), ("final_gap", 4), ("regret", 1))
+
+
+def report_markdown(result: EmbedRoutingResult) -> str:
+    """The result as Markdown tables (what docs/results/embedding-routing.md collects per table)."""
+    room, expr = result.headroom, result.expressiveness
+    lines = [
+        f"### {Path(result.table).stem} ({result.n_queries} queries)",
+        "",
+        "**Headroom** (mean reward, 95% CI)",
+        "",
+    ]
+    lines += ["| model | mean reward | uniquely best on |", "|---|---:|---:|"]
+    for name, mean, share in zip(room.arm_names, room.means, room.unique_best_share, strict=True):
+        mark = " (best single)" if name == room.arm_names[room.best_arm] else ""
+        lines.append(f"| {name}{mark} | {_ci(mean)} | {share:.1%} |")
+    lines.append(f"| **per-query oracle** | {_ci(room.oracle)} | |")
+    lines += ["", f"**Class expressiveness** (full information; train {expr.n_train} / test {expr.n_test} queries;"]
+    lines += [
+        "held-out sub-optimality gap, 95% bootstrap CI)",
+        "",
+        "| class | test gap | chosen λ |",
+        "|---|---:|---:|",
+    ]
+    for kind, g in expr.gaps.items():
+        lines.append(f"| {kind} | {_ci(g, 4)} | {expr.chosen[kind]['lam']:g} |")
+    lines += ["", f"Log-quadratic vs log-linear relative gap reduction: **{_ci(expr.reduction)}**", ""]
+    for order, res in result.online.items():
+        s = res.summary
+        lines += [
+            f"**Online, {order} order** (T = {int(s['T'].iloc[0])}, {int(s['seeds'].iloc[0])} seeds; mean ± 95% CI)"
+        ]
+        lines += ["", "| policy | avg reward | gap (run avg) | final gap | regret |", "|---|---:|---:|---:|---:|"]
+        for _, row in s.sort_values("reward", ascending=False).iterrows():
+            cells = [f"{row[k]:.{dg}f} ± {row[k + '_ci']:.{dg}f}" for k, dg in _ONLINE_COLUMNS]
+            lines.append(f"| {row['policy']} | " + " | ".join(cells) + " |")
+        lines += ["", f"Figure: `{res.figure}`", ""]
+    return "\n".join(lines)
