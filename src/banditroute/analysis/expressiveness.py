@@ -219,9 +219,7 @@ def class_expressiveness(
         lo, hi = np.percentile(values, [2.5, 97.5])
         return float(values[0]), float(lo), float(hi)
 
-    gaps = {
-        kind: summary(np.concatenate([[g.mean()], g[boot].mean(axis=1)])) for kind, g in per_query.items()
-    }
+    gaps = {kind: summary(np.concatenate([[g.mean()], g[boot].mean(axis=1)])) for kind, g in per_query.items()}
     ll = np.concatenate([[per_query["loglinear"].mean()], per_query["loglinear"][boot].mean(axis=1)])
     lq = np.concatenate([[per_query["logquadratic"].mean()], per_query["logquadratic"][boot].mean(axis=1)])
     with np.errstate(divide="ignore", invalid="ignore"):

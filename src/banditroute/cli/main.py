@@ -201,3 +201,4 @@ def list_envs() -> None:
 
 
 from banditroute.cli import embed_routing as _embed_routing  # noqa: E402, F401  (registers its commands)
+from banditroute.cli import tables as _tables  # noqa: E402, F401  (registers its commands)

@@ -45,7 +45,11 @@ class Retriever(Protocol):
 
 @dataclass(frozen=True)
 class RetrievalDataset:
-    """Queries, a corpus and graded relevance: ``qrels[query_id][doc_id] = grade`` (higher = more relevant)."""
+    """Queries, a corpus and graded relevance: ``qrels[query_id][doc_id] = grade`` (higher = more relevant).
+
+    ``query_groups`` optionally labels each query with a topic (e.g. its SQuAD article), aligned
+    with ``query_ids``; reward tables keep it for adversarial topic-block orders.
+    """
 
     name: str
     query_ids: list[str]
@@ -54,3 +58,4 @@ class RetrievalDataset:
     documents: list[str]
     qrels: dict[str, dict[str, float]]
     meta: dict[str, str] = field(default_factory=dict)
+    query_groups: list[str] | None = None

@@ -67,6 +67,9 @@ class RewardTable:
         metadata: JSON-serialisable provenance (dataset, embedder, date...); stored as its JSON
             round trip, so what you read back after :meth:`load` equals what you read now.
         reward_range: optional declared ``(low, high)``; every reward must lie inside it.
+        groups: optional label per row (e.g. the query's topic or domain), for adversarial orders
+            that serve one group after another (``RewardTableEnv(clusters="groups")``).
+        row_ids: optional unique id per row (e.g. the query id), to trace a row back to its source.
     """
 
     contexts: FloatArray
@@ -75,6 +78,8 @@ class RewardTable:
     arm_names: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     reward_range: tuple[float, float] | None = None
+    groups: tuple[str, ...] | None = None
+    row_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         contexts = _frozen_matrix(self.contexts, "contexts", (None, None))
@@ -111,6 +116,11 @@ class RewardTable:
         except (TypeError, ValueError) as exc:
             raise InputError(f"metadata must be a JSON-serialisable mapping: {exc}") from None
 
+        groups = _row_labels(self.groups, "groups", n)
+        row_ids = _row_labels(self.row_ids, "row_ids", n)
+        if row_ids is not None and len(set(row_ids)) != n:
+            raise InputError("row_ids must be unique")
+
         for name, value in [
             ("contexts", contexts),
             ("rewards", rewards),
@@ -118,6 +128,8 @@ class RewardTable:
             ("arm_names", names),
             ("metadata", metadata),
             ("reward_range", reward_range),
+            ("groups", groups),
+            ("row_ids", row_ids),
         ]:
             object.__setattr__(self, name, value)
 
@@ -158,6 +170,8 @@ class RewardTable:
             arm_names=self.arm_names,
             metadata=self.metadata,
             reward_range=self.reward_range,
+            groups=None if self.groups is None else tuple(self.groups[i] for i in arr),
+            row_ids=None if self.row_ids is None else tuple(self.row_ids[i] for i in arr),
         )
 
     def split(self, frac: float, seed: int = 0) -> tuple[RewardTable, RewardTable]:
@@ -180,10 +194,16 @@ class RewardTable:
             "metadata": self.metadata,
             "reward_range": None if self.reward_range is None else list(self.reward_range),
             "has_costs": self.costs is not None,
+            "has_groups": self.groups is not None,
+            "has_row_ids": self.row_ids is not None,
         }
         arrays = {"header": np.array(json.dumps(header)), "contexts": self.contexts, "rewards": self.rewards}
         if self.costs is not None:
             arrays["costs"] = self.costs
+        for key in ("groups", "row_ids"):
+            labels = getattr(self, key)
+            if labels is not None:
+                arrays[key] = np.array(labels, dtype=np.str_)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -213,6 +233,8 @@ class RewardTable:
                     raise InputError(f"format version {header.get('version')!r}, expected {FORMAT_VERSION}")
                 contexts, rewards = npz["contexts"], npz["rewards"]
                 costs = npz["costs"] if header["has_costs"] else None
+                groups = tuple(npz["groups"].tolist()) if header.get("has_groups") else None
+                row_ids = tuple(npz["row_ids"].tolist()) if header.get("has_row_ids") else None
             return cls(
                 contexts=contexts,
                 rewards=rewards,
@@ -220,11 +242,28 @@ class RewardTable:
                 arm_names=tuple(header["arm_names"]),
                 metadata=header["metadata"],
                 reward_range=None if header["reward_range"] is None else tuple(header["reward_range"]),
+                groups=groups,
+                row_ids=row_ids,
             )
         except InputError as exc:
             raise InputError(f"cannot load reward table {path}: {exc}") from None
         except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
             raise InputError(f"cannot load reward table {path}: corrupted or not a reward table ({exc!r})") from None
+
+
+def _row_labels(labels: Any, name: str, n: int) -> tuple[str, ...] | None:
+    """``None``, or a tuple of ``n`` non-empty strings."""
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        raise InputError(f"{name} must be a sequence of {n} strings, got one string")
+    try:
+        out = tuple(labels)
+    except TypeError:
+        raise InputError(f"{name} must be a sequence of {n} strings") from None
+    if len(out) != n or not all(isinstance(v, str) and v for v in out):
+        raise InputError(f"{name} must hold {n} non-empty strings (one per row), got {len(out)} values")
+    return out
 
 
 class RewardTableEnv(Environment):
@@ -240,7 +279,9 @@ class RewardTableEnv(Environment):
     Clusters are k-means clusters of the contexts (``scipy.cluster.vq.kmeans2``, k-means++
     initialisation seeded from ``seed``), computed once here; with fewer distinct contexts than
     ``n_clusters``, or clusters that end up empty, ``labels`` holds ``K < n_clusters`` clusters,
-    numbered ``0..K-1``.
+    numbered ``0..K-1``. With ``clusters="groups"`` the clusters are instead the table's own row
+    groups (e.g. SQuAD articles or the domains of a mixed stream: an adversarial topic order),
+    numbered in sorted label order, and ``n_clusters`` is unused.
 
     Args:
         table: the reward table to replay.
@@ -248,15 +289,27 @@ class RewardTableEnv(Environment):
         n_clusters: clusters requested for ``"blocks"`` and ``"periodic"`` (``<= n`` rows).
         period: rounds per cluster in ``"periodic"``.
         seed: integer seed of the clustering (the problem instance).
+        clusters: ``"kmeans"`` (of the contexts) or ``"groups"`` (the table's ``groups`` labels).
     """
 
     def __init__(
-        self, table: RewardTable, *, order: str = "iid", n_clusters: int = 8, period: int = 500, seed: int = 0
+        self,
+        table: RewardTable,
+        *,
+        order: str = "iid",
+        n_clusters: int = 8,
+        period: int = 500,
+        seed: int = 0,
+        clusters: str = "kmeans",
     ) -> None:
         if not isinstance(table, RewardTable):
             raise InputError(f"table must be a RewardTable, got {type(table).__name__}")
         if order not in ORDERS:
             raise InputError(f"order must be one of {ORDERS}, got {order!r}")
+        if clusters not in ("kmeans", "groups"):
+            raise InputError(f"clusters must be 'kmeans' or 'groups', got {clusters!r}")
+        if clusters == "groups" and table.groups is None:
+            raise InputError("clusters='groups' needs a table with row groups (RewardTable.groups)")
         n_clusters = check_int(n_clusters, "n_clusters")
         self.period = check_int(period, "period")
         seed = check_int(seed, "seed", minimum=0)
@@ -270,7 +323,10 @@ class RewardTableEnv(Environment):
             arm_names=table.arm_names,
         )
         self.labels: IntArray | None = None
-        if order in ("blocks", "periodic"):
+        if order in ("blocks", "periodic") and clusters == "groups":
+            assert table.groups is not None
+            self.labels = np.unique(np.array(table.groups), return_inverse=True)[1].astype(np.int64)
+        elif order in ("blocks", "periodic"):
             if n_clusters > table.n_rows:
                 raise InputError(f"n_clusters must be <= the number of rows ({table.n_rows}), got {n_clusters}")
             # k-means++ needs as many distinct points as clusters; empty clusters are dropped below.
@@ -279,6 +335,7 @@ class RewardTableEnv(Environment):
                 warnings.filterwarnings("ignore", message="One of the clusters is empty")
                 _, raw = kmeans2(table.contexts, k, minit="++", seed=np.random.default_rng(seed))
             self.labels = np.unique(raw, return_inverse=True)[1].astype(np.int64)
+        if self.labels is not None:
             # Rows grouped by cluster: cluster k is _by_cluster[_starts[k] : _starts[k] + _sizes[k]].
             self._by_cluster: IntArray = np.argsort(self.labels, kind="stable")
             self._sizes: IntArray = np.bincount(self.labels)

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from banditroute.analysis.expressiveness import ExpressivenessResult, class_expressiveness
+from banditroute.analysis.headroom import Headroom, routing_headroom
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int
 from banditroute.envs.reward_table import RewardTable
@@ -66,44 +67,6 @@ def project_contexts(contexts: FloatArray, dim: int) -> FloatArray:
 
 
 @dataclass
-class Headroom:
-    """Per-model mean reward with 95% bootstrap CIs, and the oracle (per-query best model)."""
-
-    arm_names: tuple[str, ...]
-    means: list[tuple[float, float, float]]
-    oracle: tuple[float, float, float]
-    best_arm: int
-    unique_best_share: list[float] = field(default_factory=list)
-
-    @property
-    def best_single(self) -> tuple[float, float, float]:
-        return self.means[self.best_arm]
-
-
-def headroom(rewards: FloatArray, arm_names: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> Headroom:
-    """How much a router could gain: best single model vs per-query oracle (bootstrap over queries)."""
-    R = np.asarray(rewards, dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, R.shape[0], size=(n_boot, R.shape[0]))
-
-    def ci(v: FloatArray) -> tuple[float, float, float]:
-        boot = v[idx].mean(axis=1)
-        lo, hi = np.percentile(boot, [2.5, 97.5])
-        return float(v.mean()), float(lo), float(hi)
-
-    best = R.max(axis=1, keepdims=True)
-    winners = best == R
-    unique = winners & (winners.sum(axis=1, keepdims=True) == 1)
-    means = [ci(R[:, m]) for m in range(R.shape[1])]
-    return Headroom(
-        arm_names=tuple(arm_names),
-        means=means,
-        oracle=ci(best[:, 0]),
-        best_arm=int(np.argmax([m[0] for m in means])),
-        unique_best_share=[float(s) for s in unique.mean(axis=0)],
-    )
-
-
-@dataclass
 class EmbedRoutingResult:
     table: str
     n_queries: int
@@ -134,6 +97,8 @@ def prepare(table_path: Path, out_dir: Path, context_dim: int) -> tuple[Path, Re
         arm_names=table.arm_names,
         metadata=meta,
         reward_range=reward_range,
+        groups=table.groups,
+        row_ids=table.row_ids,
     )
     new.save(projected)
     return projected, new
@@ -160,14 +125,20 @@ def run_embed_routing(
     if bad or not orders:
         raise InputError(f"orders must be a non-empty subset of {ORDERS}, got {list(orders)}")
     path, table = prepare(table_path, out_dir, context_dim)
-    room = headroom(table.rewards, table.arm_names)
+    room = routing_headroom(table)
     expr = class_expressiveness(table.contexts, table.rewards, **(expressiveness_options or {}))
     runs = (*policies, PolicyRun("fixed", {"arm": room.best_arm}, label="best-single"))
     online: dict[str, ExperimentResult] = {}
+    # The adversarial order serves one topic/domain after another when the table labels them,
+    # otherwise one k-means cluster of the contexts after another.
+    clusters = "groups" if table.groups is not None else "kmeans"
     for order in orders:
+        options: dict[str, Any] = {"path": str(path.resolve()), "order": order}
+        if order == "blocks":
+            options.update(clusters=clusters, n_clusters=n_clusters)
         exp = Experiment(
             env="table",
-            env_options={"path": str(path.resolve()), "order": order, "n_clusters": n_clusters},
+            env_options=options,
             policies=tuple(runs),
             T=passes * table.n_rows,
             seeds=tuple(range(seeds)),
@@ -200,10 +171,11 @@ def report_markdown(result: EmbedRoutingResult) -> str:
         "",
     ]
     lines += ["| model | mean reward | uniquely best on |", "|---|---:|---:|"]
-    for name, mean, share in zip(room.arm_names, room.means, room.unique_best_share, strict=True):
+    for name, mean, share in zip(room.arm_names, room.arm_means, room.unique_best, strict=True):
         mark = " (best single)" if name == room.arm_names[room.best_arm] else ""
-        lines.append(f"| {name}{mark} | {_ci(mean)} | {share:.1%} |")
-    lines.append(f"| **per-query oracle** | {_ci(room.oracle)} | |")
+        lines.append(f"| {name}{mark} | {mean} | {share.mean:.1%} |")
+    lines.append(f"| **per-query oracle** | {room.oracle} | ties: {room.ties.mean:.1%} |")
+    lines.append(f"| oracle − best single | {room.gap} | |")
     lines += ["", f"**Class expressiveness** (full information; train {expr.n_train} / test {expr.n_test} queries;"]
     lines += [
         "held-out sub-optimality gap, 95% bootstrap CI)",

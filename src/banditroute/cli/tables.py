@@ -1,0 +1,161 @@
+"""``banditroute build-table``: a retrieval dataset + embedding models / BM25 -> a reward table on disk.
+
+A thin face over :func:`banditroute.data.tables.build_reward_table`: it loads the dataset
+(:mod:`banditroute.data.datasets`), builds one retriever per model (dense arms encode through the
+on-disk embedding cache), saves the table and prints its routing headroom. Interrupted builds
+resume: finished (model, domain) results and every encoded batch are on disk under --cache-dir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from banditroute.cli.app import QuietOpt, app, console, parse_options, user_errors
+from banditroute.core.validation import InputError
+
+if TYPE_CHECKING:
+    from banditroute.analysis.headroom import Headroom
+    from banditroute.data.interfaces import Embedder, Retriever
+    from banditroute.envs.reward_table import RewardTable
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise InputError(f"{what} lists a name twice: {text}")
+    return names
+
+
+def _models(
+    names: list[str], context: str, cache_dir: Path, progress: bool
+) -> tuple[list[Retriever], Embedder | None, Retriever | None]:
+    """One retriever per model name (``bm25`` or an embedding model), the context encoder, a BM25 retriever."""
+    from banditroute.data.cache import CachedEmbedder, EmbeddingCache
+    from banditroute.data.embedders import make_embedder
+    from banditroute.data.retrievers import BM25Retriever, DenseRetriever
+
+    cache = EmbeddingCache(cache_dir / "embeddings")
+    embedders: dict[str, Any] = {}
+
+    def embedder(name: str) -> Any:
+        if name not in embedders:
+            embedders[name] = make_embedder(name)
+        return embedders[name]
+
+    retrievers: list[Retriever] = [
+        BM25Retriever() if name == "bm25" else DenseRetriever(embedder(name), cache, progress=progress)
+        for name in names
+    ]
+    encoder = None if context == "none" else CachedEmbedder(embedder(context), cache, progress=progress)
+    lexical = next((r for r in retrievers if r.name == "bm25"), None)
+    return retrievers, encoder, lexical
+
+
+def headroom_table(room: Headroom, table: RewardTable) -> Table:
+    """Per-arm mean reward, share of queries each arm alone wins, mean cost; then best single, oracle, gap."""
+    meta = table.metadata
+    out = Table(
+        title=f"Routing headroom: {meta.get('dataset')}, {meta.get('metric')}@{meta.get('k')}, "
+        f"{room.n_queries} queries (mean [95% bootstrap CI])"
+    )
+    for col in ("arm", "mean reward", "uniquely best on", "ms / query"):
+        out.add_column(col, justify="left" if col == "arm" else "right")
+    costs = None if table.costs is None else table.costs.mean(axis=0) * 1e3
+    for m, name in enumerate(room.arm_names):
+        label = f"{name} (best single)" if m == room.best_arm else name
+        out.add_row(label, str(room.arm_means[m]), str(room.unique_best[m]), "" if costs is None else f"{costs[m]:.2f}")
+    out.add_section()
+    out.add_row("best single model", str(room.best_single), "", "")
+    out.add_row("per-query oracle", str(room.oracle), f"ties: {room.ties}", "")
+    out.add_row("oracle − best single", str(room.gap), "", "")
+    return out
+
+
+@app.command("build-table")
+def build_table(
+    dataset: Annotated[str, typer.Option(help="squad, scifact, beir, cranfield, esci, or mixed.")],
+    out: Annotated[Path, typer.Option(help="Where to write the reward table (.npz).")],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset folder (for mixed: the folder holding squad/, scifact/, cranfield/); "
+            "default `$BANDITROUTE_DATA_<NAME>` or `$BANDITROUTE_DATA/<name>`."
+        ),
+    ] = None,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated arms: bm25 and/or embedding models (see `banditroute models`).")
+    ] = "bm25,minilm-l6-int8,glove-50",
+    context: Annotated[
+        str, typer.Option(help="Embedding model whose query embedding is the router context, or 'none'.")
+    ] = "minilm-l6",
+    features: Annotated[
+        str, typer.Option(help="Comma-separated cheap query features: length, bm25, lexical, qword, domain.")
+    ] = "length,bm25",
+    metric: Annotated[str, typer.Option(help="ndcg (graded), rr (reciprocal rank), hit or recall.")] = "ndcg",
+    k: Annotated[int, typer.Option(help="Ranked-list length scored (metric@k).")] = 10,
+    max_queries: Annotated[
+        int | None, typer.Option(help="Keep a seeded random sample of this many queries (per domain for mixed).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the query sample and the bootstrap.")] = 0,
+    split: Annotated[str | None, typer.Option(help="BEIR split(s), comma-separated (default: all).")] = None,
+    parts: Annotated[str, typer.Option(help="Datasets of the mixed stream.")] = "squad,scifact,cranfield",
+    data_opt: Annotated[
+        list[str] | None, typer.Option(help="Loader option key=value (repeatable), e.g. locale=us for esci.")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Embedding and retrieval cache (default $BANDITROUTE_CACHE_DIR or ~/.cache/banditroute)."),
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the headroom CIs.")] = 1000,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build a reward table: every model's retrieval quality on every query, with router contexts and costs.
+
+    Example: `banditroute build-table --dataset squad --data-dir ../shared/data/squad
+    --models bm25,minilm-l6-int8,glove-50 --context minilm-l6 --features length,bm25 --metric rr
+    --k 10 --out tables/squad.npz`. Prints the routing headroom (best single model vs per-query
+    oracle). Re-running resumes from the cache.
+    """
+    from banditroute.analysis.headroom import routing_headroom
+    from banditroute.data.cache import default_cache_dir
+    from banditroute.data.datasets import load_dataset
+    from banditroute.data.tables import build_reward_table
+
+    with user_errors():
+        options: dict[str, Any] = parse_options(data_opt or [], "--data-opt")
+        if split is not None:
+            options["splits"] = _names(split, "--split")
+        if dataset == "mixed":
+            options["parts"] = _names(parts, "--parts")
+        arms = _names(models, "--models")
+        if not arms:
+            raise InputError("--models is empty")
+        feature_names = _names(features, "--features")
+        if out.suffix != ".npz":
+            raise InputError(f"--out must end in .npz, got {out}")
+        data = load_dataset(dataset, data_dir, max_queries=max_queries, seed=seed, **options)
+        cache = cache_dir or default_cache_dir()
+        retrievers, encoder, lexical = _models(arms, context, cache, progress=not quiet)
+        if lexical is None and {"bm25", "lexical"} & set(feature_names):
+            from banditroute.data.retrievers import BM25Retriever
+
+            lexical = BM25Retriever()
+        table = build_reward_table(
+            data,
+            retrievers,
+            metric,
+            k,
+            context=encoder,
+            features=feature_names,
+            lexical=lexical,
+            cache_dir=cache,
+            progress=not quiet,
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.save(out)
+        console.print(headroom_table(routing_headroom(table, n_boot=n_boot, seed=seed), table))
+        console.print(f"reward table: {out}  ({table.n_rows} queries × {table.n_arms} arms, context dim {table.dim})")
