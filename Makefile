@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench bench-serve lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: lint
 
 bench: $(VENV)/.stamp-test+bench
 	$(BIN)/python -m benchmarks
+
+# The router service under loopback load (routes/s, p50/p99 latency with feedback interleaved).
+bench-serve: $(VENV)/.stamp-test+serve
+	$(BIN)/python -m benchmarks.bench_serve
 
 lint: $(VENV)/.stamp-test+lint
 	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,334 @@
+"""Router service under load: routes/s and route latency with feedback interleaved, on loopback.
+
+For each policy (LinUCB, and fast HPG learning in groups of 16) a real ``banditroute serve``
+process (SQLite log, d = 384 contexts, M = 4 models) is driven by an **open-loop** load generator
+on the same machine: route requests are *sent* on a fixed schedule of ``--rate`` per second,
+whether or not earlier ones have come back (so a slow server shows up as latency, not as a lower
+offered rate — no coordinated omission), and every routed event gets its feedback ``0–200 ms``
+later on the same connections, so the server handles ``2 × rate`` requests/s. Then a short
+**closed-loop** run (``--conns`` connections, each sending its next request when the last one
+answers) measures the most routes/s the server sustains with feedback interleaved.
+
+Latency is measured two ways: by the client (send to last byte, including HTTP and queueing) and
+by the server (``banditroute_route_seconds``: decide + log, embedding excluded — the issue's
+"route decision"; quantiles interpolated within histogram buckets). The load generator is a tiny
+asyncio HTTP/1.1 keep-alive client (a few tens of µs per request, where httpx costs several
+hundred), so it leaves the server most of the second core. The run is bounded: ``--seconds`` per
+phase, and it stops by itself.
+
+Run: ``make bench-serve`` or ``python -m benchmarks.bench_serve --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+POLICIES: dict[str, dict[str, Any]] = {
+    "linucb": {"policy": {"name": "linucb", "params": {"epsilon": 0.05}}, "learn_batch": 1},
+    "hpg-fast": {
+        "policy": {"name": "hpg", "params": {"mode": "fast", "fast_kwargs": {"batch": 16, "rank": 32}}},
+        "learn_batch": 16,
+    },
+}
+KEY = "bench-key-0123456789abcdef0123456789abcdef012"
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection; one request at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+
+class Pool:
+    """Connections handed out one request at a time."""
+
+    def __init__(self, conns: list[Conn]) -> None:
+        self.free: asyncio.Queue[Conn] = asyncio.Queue()
+        for c in conns:
+            self.free.put_nowait(c)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        conn = await self.free.get()
+        try:
+            return await conn.request(method, path, body)
+        finally:
+            self.free.put_nowait(conn)
+
+
+def contexts(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors near a 16-dimensional subspace, as sentence embeddings are."""
+    rng = np.random.default_rng(seed)
+    U = np.linalg.qr(rng.normal(size=(dim, 16)))[0]
+    X = rng.normal(size=(n, 16)) @ U.T + 0.3 * rng.normal(size=(n, dim)) / np.sqrt(dim)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+class Load:
+    """State of one load phase."""
+
+    def __init__(self, pool: Pool, X: np.ndarray, theta: np.ndarray) -> None:
+        self.pool, self.X, self.theta = pool, X, theta
+        self.route_lat: list[float] = []
+        self.feedback_lat: list[float] = []
+        self.errors = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.rng = np.random.default_rng(1)
+
+    def body(self, i: int) -> bytes:
+        return b'{"context":' + json.dumps(self.X[i % len(self.X)].round(6).tolist()).encode() + b"}"
+
+    async def route_then_feedback(self, i: int, delay: float | None) -> None:
+        start = time.perf_counter()
+        status, payload = await self.pool.request("POST", "/v1/route", self.body(i))
+        self.route_lat.append(time.perf_counter() - start)
+        if status != 200:
+            self.errors += 1
+            return
+        out = json.loads(payload)
+        m = int(out["model"].removeprefix("m"))
+        x = self.X[i % len(self.X)]
+        reward = float(1 / (1 + np.exp(-4 * self.theta[m] @ x)))
+        if delay:
+            await asyncio.sleep(delay)
+        start = time.perf_counter()
+        status, _ = await self.pool.request(
+            "POST", "/v1/feedback", json.dumps({"event_id": out["event_id"], "reward": reward}).encode()
+        )
+        self.feedback_lat.append(time.perf_counter() - start)
+        if status != 200:
+            self.errors += 1
+
+    async def open_loop(self, rate: float, seconds: float) -> float:
+        """Start a route every ``1/rate`` s on schedule; returns the wall time of the phase."""
+        n = int(rate * seconds)
+        t0 = time.perf_counter()
+        for i in range(n):
+            wait = t0 + i / rate - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            task = asyncio.create_task(self.route_then_feedback(i, float(self.rng.uniform(0, 0.2))))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        # Bounded in time too: whatever has not finished 2 × seconds after the schedule ended is
+        # cancelled and counted as an error (an overloaded server must not stretch the run).
+        if self.tasks:
+            remaining = max(0.01, t0 + 3 * seconds - time.perf_counter())
+            _, late = await asyncio.wait(set(self.tasks), timeout=remaining)
+            for task in late:
+                task.cancel()
+            self.errors += len(late)
+        return time.perf_counter() - t0
+
+    async def closed_loop(self, conns: int, seconds: float) -> tuple[int, float]:
+        """``conns`` workers, each route -> feedback -> next; returns (routes, wall seconds)."""
+        stop = time.perf_counter() + seconds
+        count = 0
+
+        async def worker(w: int) -> None:
+            nonlocal count
+            i = w
+            while time.perf_counter() < stop:
+                await self.route_then_feedback(i, None)
+                count += 1
+                i += conns
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(conns)))
+        return count, time.perf_counter() - t0
+
+
+def histogram_quantiles(metrics: str, name: str, qs: tuple[float, ...]) -> list[float]:
+    """Quantiles of a Prometheus histogram, linear within buckets."""
+    bounds, counts = [], []
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            bounds.append(float("inf") if le == "+Inf" else float(le))
+            counts.append(float(line.rsplit(" ", 1)[1]))
+    total = counts[-1]
+    out = []
+    for q in qs:
+        target, prev_b, prev_c = q * total, 0.0, 0.0
+        for b, c in zip(bounds, counts, strict=True):
+            if c >= target:
+                out.append(
+                    prev_b if b == float("inf") else prev_b + (b - prev_b) * (target - prev_c) / max(c - prev_c, 1)
+                )
+                break
+            prev_b, prev_c = b, c
+    return out
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as res:
+        return str(res.read().decode())
+
+
+def toml(value: Any) -> str:
+    """A TOML value (enough for the configs written here)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(root: Path, name: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
+    from banditroute.service.auth import hash_key
+
+    spec, port = POLICIES[name], free_port()
+    cfg = root / f"{name}.toml"
+    cfg.write_text(
+        f"[router]\nmodels = {toml([f'm{m}' for m in range(args.models)])}\ndim = {args.dim}\n"
+        f"max_models = {args.models}\nlearn_batch = {spec['learn_batch']}\ncheckpoint_every = 20000\n"
+        f"[policy]\nname = {toml(spec['policy']['name'])}\nparams = {toml(spec['policy']['params'])}\n"
+        f"[storage]\nurl = {toml(f'sqlite:///{root / name}.db')}\n"
+        f"[auth]\nadmin_key_hashes = [{toml(hash_key(KEY))}]\n[ope]\ninterval_s = 3600\n"
+    )
+    exe = Path(sys.executable).parent / "banditroute"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    with open(root / f"{name}.log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--config", str(cfg), "--port", str(port), "--log-level", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            scrape(port)
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((root / f"{name}.log").read_text()) from None
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{name}: server did not start")
+
+
+async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
+    X = contexts(4096, args.dim, 0)
+    theta = np.random.default_rng(2).normal(size=(args.models, args.dim))
+
+    async def pool() -> Pool:
+        return Pool([await Conn.open(port) for _ in range(args.conns)])
+
+    def close(p: Pool) -> None:  # a cancelled request leaves its connection mid-response: never reuse
+        for c in list(p.free._queue):  # type: ignore[attr-defined]
+            c.writer.close()
+
+    warm = Load(await pool(), X, theta)
+    await warm.open_loop(100, 2.0)
+    close(warm.pool)
+    load = Load(await pool(), X, theta)
+    wall = await load.open_loop(args.rate, args.seconds)
+    close(load.pool)
+    after = scrape(port)
+    closed = Load(await pool(), X, theta)
+    routes, closed_wall = await closed.closed_loop(args.conns, args.closed_seconds)
+    close(closed.pool)
+    route_ms = 1e3 * np.array(load.route_lat)
+    fb_ms = 1e3 * np.array(load.feedback_lat)
+    server = [1e3 * v for v in histogram_quantiles(after, "banditroute_route_seconds", (0.5, 0.99))]  # incl. warm-up
+    lag = [line for line in after.splitlines() if line.startswith("banditroute_learn_lag_rows")]
+    return {
+        "offered_routes_per_s": args.rate,
+        "routes_per_s": len(route_ms) / wall,
+        "route_p50_ms": float(np.percentile(route_ms, 50)),
+        "route_p99_ms": float(np.percentile(route_ms, 99)),
+        "route_max_ms": float(route_ms.max()),
+        "feedback_p50_ms": float(np.percentile(fb_ms, 50)),
+        "feedback_p99_ms": float(np.percentile(fb_ms, 99)),
+        "server_route_p50_ms": server[0],
+        "server_route_p99_ms": server[1],
+        "errors_or_unfinished": load.errors + closed.errors,
+        "learn_lag_rows_at_end": lag[0].split()[-1] if lag else "?",
+        "closed_loop_routes_per_s": routes / closed_wall,
+        "closed_loop_route_p99_ms": float(np.percentile(1e3 * np.array(closed.route_lat), 99)),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--models", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=500.0, help="offered routes/s in the open-loop phase")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the open-loop phase")
+    parser.add_argument("--closed-seconds", type=float, default=8.0, help="length of the closed-loop phase")
+    parser.add_argument("--conns", type=int, default=16, help="keep-alive connections")
+    args = parser.parse_args(argv if argv is not None else ([] if __name__ != "__main__" else None))
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        print("bench_serve needs the [serve] extra (make bench-serve installs it); skipped")
+        return
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"load average before: {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"# d = {args.dim}, M = {args.models}, open loop {args.rate:g} routes/s for {args.seconds:g} s + feedback "
+          f"for every route; closed loop {args.conns} connections for {args.closed_seconds:g} s")  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        for name in args.policies:
+            proc, port = start_server(Path(tmp), name, args)
+            try:
+                rows[name] = asyncio.run(measure(port, args))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+    keys = list(next(iter(rows.values())))
+    print("\n| metric | " + " | ".join(rows) + " |\n|---|" + "---:|" * len(rows))
+    for k in keys:
+        cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for r in rows.values()]
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    goal = all(r["server_route_p99_ms"] <= 5.0 and r["routes_per_s"] >= 0.95 * args.rate for r in rows.values())
+    print(f"\ngoal (p99 route decision <= 5 ms at {args.rate:g} routes/s, server side): {'met' if goal else 'NOT met'}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

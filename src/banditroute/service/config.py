@@ -1,0 +1,220 @@
+"""The router service's configuration: one TOML file, validated by pydantic.
+
+Example (``router.toml``)::
+
+    [router]
+    models = ["small", "medium", "large"]   # the arms; more can be added at run time
+    max_models = 8                          # policy slots (models ever added, retired ones included)
+    dim = 384                               # context dimension (or take it from [embedder])
+    learn_batch = 1                         # feedback rows per learning step (HPG fast mode: e.g. 16)
+    checkpoint_every = 5000                 # learned rows between policy checkpoints (a restart replays fewer)
+    feedback_ttl_s = 86400                  # later feedback is refused with 410
+
+    [policy]
+    name = "linucb"                         # any name of `banditroute policies`
+    params = { alpha = 1.0, epsilon = 0.05 }
+
+    [storage]
+    url = "sqlite:///router.db"             # or "postgresql+psycopg://user@host:5432/db"
+
+    [auth]
+    api_key_hashes = ["sha256:..."]         # `banditroute keygen` prints a key and its hash
+    admin_key_hashes = ["sha256:..."]
+
+Relative SQLite paths and corpus paths are resolved against the directory of the TOML file.
+Optional tables: ``[server]`` (host, port, request-size limit), ``[embedder]`` (turns query text
+into contexts), ``[retrieval]`` (corpus and one retriever per arm, for ``POST /v1/search``) and
+``[ope]`` (the dashboard's off-policy estimates).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from banditroute.core.validation import InputError
+
+KEY_HASH_PREFIX = "sha256:"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(_Strict):
+    """A registry policy and its parameter overrides."""
+
+    name: str = "linucb"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ComponentConfig(_Strict):
+    """An embedder or retriever: ``factory`` is a built-in name or ``"package.module:callable"``."""
+
+    factory: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetrievalArm(_Strict):
+    """One routing target of retrieval mode: a named retriever over the shared corpus."""
+
+    name: str = Field(min_length=1, max_length=100)
+    retriever: ComponentConfig
+    active: bool = True  # inactive arms are indexed at start and can be added at run time
+
+
+class RetrievalConfig(_Strict):
+    """Retrieval mode: a corpus (JSON lines with ``id`` and ``text``) searched by the chosen arm."""
+
+    corpus: Path
+    k: int = Field(default=10, ge=1, le=1000)
+    arms: list[RetrievalArm] = Field(min_length=1)
+
+
+class RouterConfig(_Strict):
+    models: list[str] = Field(default_factory=list)
+    max_models: int | None = Field(default=None, ge=1, le=1024)
+    dim: int | None = Field(default=None, ge=1)
+    reward_range: tuple[float, float] = (0.0, 1.0)
+    seed: int = Field(default=0, ge=0)
+    feedback_ttl_s: float = Field(default=7 * 86400.0, gt=0)
+    learn_batch: int = Field(default=1, ge=1, le=4096)
+    checkpoint_every: int = Field(default=5000, ge=1)
+    keep_checkpoints: int = Field(default=3, ge=1)
+    publish_interval_s: float = Field(default=0.2, ge=0)  # copying the state costs O(M d²) per publish
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[str]) -> list[str]:
+        if len(set(models)) != len(models) or not all(m and len(m) <= 100 for m in models):
+            raise ValueError("model names must be unique, non-empty strings of at most 100 characters")
+        return models
+
+    @field_validator("reward_range")
+    @classmethod
+    def _range(cls, rr: tuple[float, float]) -> tuple[float, float]:
+        if not rr[0] < rr[1]:
+            raise ValueError("reward_range must be [low, high] with low < high")
+        return rr
+
+
+class StorageConfig(_Strict):
+    url: str = "sqlite:///router.db"
+
+
+class AuthConfig(_Strict):
+    """Hashes (``sha256:<hex>``) of the accepted keys; the keys themselves are never stored."""
+
+    api_key_hashes: list[str] = Field(default_factory=list)
+    admin_key_hashes: list[str] = Field(min_length=1)
+
+    @field_validator("api_key_hashes", "admin_key_hashes")
+    @classmethod
+    def _hashes(cls, hashes: list[str]) -> list[str]:
+        for h in hashes:
+            hexpart = h.removeprefix(KEY_HASH_PREFIX)
+            if (
+                not h.startswith(KEY_HASH_PREFIX)
+                or len(hexpart) != 64
+                or any(c not in "0123456789abcdef" for c in hexpart)
+            ):
+                raise ValueError("key hashes look like 'sha256:<64 lowercase hex digits>' (see `banditroute keygen`)")
+        return hashes
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    access_log: bool = False  # uvicorn's access log (method, path, status; never bodies or keys)
+
+
+class OPEConfig(_Strict):
+    """The dashboard's off-policy estimates of candidate policies, refreshed in the background."""
+
+    interval_s: float = Field(default=30.0, gt=0)
+    window: int = Field(default=5000, ge=10)
+    min_rows: int = Field(default=50, ge=10)
+    candidates: list[PolicyConfig] = Field(default_factory=list)  # trained on the window's first half
+
+
+class ServiceConfig(_Strict):
+    router: RouterConfig
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    auth: AuthConfig
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    embedder: ComponentConfig | None = None
+    retrieval: RetrievalConfig | None = None
+    ope: OPEConfig = Field(default_factory=OPEConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceConfig:
+        if self.retrieval is not None:
+            if self.router.models:
+                raise ValueError("in retrieval mode the models are the [[retrieval.arms]]; leave router.models empty")
+            if self.embedder is None:
+                raise ValueError("retrieval mode needs an [embedder] to turn queries into contexts")
+            names = [a.name for a in self.retrieval.arms]
+            if len(set(names)) != len(names):
+                raise ValueError("retrieval arm names must be unique")
+        elif not self.router.models:
+            raise ValueError("router.models must name at least one model")
+        if self.router.dim is None and self.embedder is None:
+            raise ValueError("set router.dim, or configure an [embedder] whose dimension is used")
+        if self.router.max_models is not None and self.router.max_models < len(self.initial_models()):
+            raise ValueError("router.max_models is smaller than the number of configured models")
+        return self
+
+    def initial_models(self) -> list[str]:
+        """Models active at first start: ``router.models``, or the active retrieval arms."""
+        if self.retrieval is not None:
+            return [a.name for a in self.retrieval.arms if a.active]
+        return list(self.router.models)
+
+    def capacity(self) -> int:
+        """Number of policy slots: ``max_models``, default the configured models plus four."""
+        if self.router.max_models is not None:
+            return self.router.max_models
+        declared = len(self.retrieval.arms) if self.retrieval is not None else len(self.router.models)
+        return declared + 4
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> ServiceConfig:
+    """Read and validate a TOML config; ``overrides`` replace top-level tables' keys (``server={"port": 0}``)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    for table, values in overrides.items():
+        raw.setdefault(table, {}).update(values)
+    return parse_config(raw, base_dir=path.parent)
+
+
+def parse_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] = ".") -> ServiceConfig:
+    """Validate a config mapping; relative paths resolve against ``base_dir``."""
+    raw = dict(raw)
+    base = Path(base_dir).resolve()
+    storage = dict(raw.get("storage") or {})
+    url = storage.get("url", StorageConfig().url)
+    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url.removeprefix("sqlite:///")
+        if rel and rel != ":memory:" and not Path(rel).is_absolute():
+            storage["url"] = f"sqlite:///{base / rel}"
+            raw["storage"] = storage
+    retrieval = raw.get("retrieval")
+    if isinstance(retrieval, dict) and isinstance(retrieval.get("corpus"), str):
+        corpus = Path(retrieval["corpus"])
+        raw["retrieval"] = {**retrieval, "corpus": corpus if corpus.is_absolute() else base / corpus}
+    try:
+        return ServiceConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"invalid router config: {problems}") from None

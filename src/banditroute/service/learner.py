@@ -1,0 +1,210 @@
+"""The single writer of the policy: learns accepted feedback in order, checkpoints, publishes.
+
+Feedback is numbered ``seq = 1, 2, 3, ...`` when it is accepted (committed to the log). The
+learner applies it in that order and in *fixed* groups — group ``g`` is rows ``(g−1)B+1 .. gB``
+for ``B = learn_batch`` — with one ``learn_batch`` call per group. The policy state after
+``seq`` rows is therefore a function of the log alone: a server that learned live, a server that
+crashed, restored its last checkpoint and replayed the rest (:meth:`Learner.restore`), and an
+offline replay of the whole log hold the same state, bit for bit (the grouping matters: ridge
+policies use Sherman–Morrison for one row and Woodbury for several, which round differently).
+
+Routing never waits on learning: the learner owns its policy object and, after learning,
+*publishes* a copy (``state_dict`` into a fresh policy) that routing reads through one atomic
+reference swap — at most every ``publish_interval_s`` while feedback keeps arriving, at once when
+the queue runs dry. Checkpoints (every ``checkpoint_every`` rows, at group boundaries, and at
+shutdown) bound how much a restart replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from banditroute.core.types import BatchDecision
+from banditroute.core.validation import InputError
+from banditroute.policies.base import Policy
+from banditroute.service.storage import LearnRow, Storage, decode_state, encode_state
+
+log = logging.getLogger("banditroute.service")
+
+_STOP = object()
+
+
+def learn_group(policy: Policy, rows: list[LearnRow]) -> None:
+    """One learning step on a group of rows (the same call live and in replay).
+
+    A group the policy rejects (it cannot happen with rows the API validated, but a log edited by
+    hand could hold one) is skipped with a warning — in live learning and in replay alike.
+    """
+    decision = BatchDecision(
+        actions=np.array([r.action for r in rows], dtype=np.int64), probs=np.stack([r.probs for r in rows])
+    )
+    try:
+        policy.learn_batch(np.stack([r.context for r in rows]), decision, np.array([r.reward for r in rows]))
+    except InputError as exc:
+        log.warning("skipped learning rows %d..%d: %s", rows[0].seq, rows[-1].seq, exc)
+
+
+def replay(policy: Policy, rows: Iterable[LearnRow], batch: int) -> tuple[int, list[LearnRow]]:
+    """Learn ``rows`` in groups of ``batch``; returns ``(last seq learned or -1, incomplete last group)``."""
+    group: list[LearnRow] = []
+    last = -1
+    for row in rows:
+        group.append(row)
+        if len(group) == batch:
+            learn_group(policy, group)
+            last = row.seq
+            group = []
+    return last, group
+
+
+class Learner:
+    """Applies feedback to ``policy`` on its own thread (module docstring).
+
+    Args:
+        policy: the learning copy (owned by the learner from now on).
+        factory: builds an empty policy of the same configuration (for published snapshots).
+        storage: a connection of the learner's own (checkpoints, replay).
+        batch: rows per learning step.
+        checkpoint_every: rows between checkpoints.
+        keep_checkpoints: checkpoints kept in the store.
+        publish_interval_s: least time between two published snapshots while busy.
+        publish: called with ``(snapshot, version)``; ``version`` = rows learned.
+        on_learn: optional callback ``(rows, seconds)`` after each step (metrics).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        factory: Callable[[], Policy],
+        storage: Storage,
+        *,
+        batch: int,
+        checkpoint_every: int,
+        keep_checkpoints: int,
+        publish_interval_s: float,
+        publish: Callable[[Policy, int], None],
+        on_learn: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.factory = factory
+        self.storage = storage
+        self.batch = batch
+        self.checkpoint_every = checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
+        self.publish_interval_s = publish_interval_s
+        self._publish_cb = publish
+        self._on_learn = on_learn
+        self.applied_seq = 0
+        self.checkpoint_seq = 0
+        self.pending: list[LearnRow] = []
+        self.failed = False
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._published_at = 0.0
+        self._published_seq = -1
+
+    @property
+    def received_seq(self) -> int:
+        """Highest seq handed to the learner (learned or waiting for its group)."""
+        return self.applied_seq + len(self.pending)
+
+    # ------------------------------------------------------------------ start-up
+    def restore(self) -> int:
+        """Load the newest checkpoint and replay the later feedback; returns rows replayed."""
+        found = self.storage.latest_checkpoint()
+        if found is not None:
+            seq, blob = found
+            if seq % self.batch:
+                raise InputError(f"checkpoint at row {seq} is not at a learn_batch={self.batch} boundary")
+            try:
+                self.policy.load_state_dict(decode_state(blob))
+            except InputError as exc:
+                raise InputError(f"the stored policy checkpoint does not fit this config: {exc}") from None
+            self.applied_seq = self.checkpoint_seq = seq
+        start = self.applied_seq
+        last, self.pending = replay(self.policy, self.storage.learn_rows(start), self.batch)
+        self.applied_seq = max(start, last)
+        self._publish()
+        return self.received_seq - start
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="banditroute-learner", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ live
+    def submit(self, row: LearnRow) -> None:
+        """Hand over accepted feedback (call in seq order, from one thread)."""
+        self._queue.put(row)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Learn everything submitted, write a final checkpoint, stop the thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+        if not self.failed and self.applied_seq > self.checkpoint_seq:
+            self._checkpoint()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self.failed
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                items = [item]
+                while not self._queue.empty() and len(items) < 4096:
+                    items.append(self._queue.get())
+                stop = any(i is _STOP for i in items)
+                self._accept([i for i in items if isinstance(i, LearnRow)])
+                if self.applied_seq != self._published_seq and (
+                    stop or self._queue.empty() or time.monotonic() - self._published_at >= self.publish_interval_s
+                ):
+                    self._publish()
+                if self.applied_seq - self.checkpoint_seq >= self.checkpoint_every:
+                    self._checkpoint()
+                if stop:
+                    return
+        except Exception:  # the service reports itself unhealthy; the log keeps every row for a restart
+            self.failed = True
+            log.exception("learner stopped on an unexpected error")
+
+    def _accept(self, rows: list[LearnRow]) -> None:
+        for row in rows:
+            expected = self.received_seq + 1
+            if row.seq < expected:
+                continue
+            if row.seq > expected:  # never expected; recover the gap from the log
+                missing = [r for r in self.storage.learn_rows(expected - 1) if r.seq < row.seq]
+                for r in missing:
+                    self._add(r)
+            self._add(row)
+
+    def _add(self, row: LearnRow) -> None:
+        self.pending.append(row)
+        if len(self.pending) == self.batch:
+            start = time.perf_counter()
+            learn_group(self.policy, self.pending)
+            self.applied_seq += len(self.pending)
+            if self._on_learn is not None:
+                self._on_learn(len(self.pending), time.perf_counter() - start)
+            self.pending = []
+
+    def _publish(self) -> None:
+        snapshot = self.factory()
+        snapshot.load_state_dict(self.policy.state_dict())
+        self._publish_cb(snapshot, self.applied_seq)
+        self._published_seq = self.applied_seq
+        self._published_at = time.monotonic()
+
+    def _checkpoint(self) -> None:
+        self.storage.save_checkpoint(
+            self.applied_seq, encode_state(self.policy.state_dict()), time.time(), self.keep_checkpoints
+        )
+        self.checkpoint_seq = self.applied_seq

@@ -1,0 +1,476 @@
+"""The router service's core, without HTTP: decide, log, accept feedback, manage models.
+
+:class:`Router` ties the pieces together. A decision is taken by the *published* policy snapshot
+(:mod:`banditroute.service.learner`) restricted to the allowed models
+(:mod:`banditroute.policies.restrict`), logged with its context and full probability vector, and
+answered with its event id. Feedback is validated against the log (unknown event: 404, too late:
+410, repeated: acknowledged, not learned again), committed with the next learning sequence number
+and handed to the learner. Decisions and feedback are written from one thread (the event loop):
+that is what makes the sequence numbers gap-free and the learning order the commit order.
+
+Models live in *slots* of a policy built for ``capacity`` arms: a model added at run time takes
+the next free slot (a cold start from the policy's prior), a retired one keeps its slot but is
+never chosen again. Slot ``i`` always means the same model in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from banditroute.core.types import FloatArray
+from banditroute.core.validation import InputError
+from banditroute.data.interfaces import Embedder, Retriever
+from banditroute.envs.base import EnvSpec
+from banditroute.ope.reward_model import cross_fit
+from banditroute.ope.stream import evaluate
+from banditroute.ope.targets import fit_on_log, target_probs
+from banditroute.policies.base import Policy
+from banditroute.policies.registry import make_policy
+from banditroute.policies.restrict import restricted_act_batch
+from banditroute.service.components import build_embedder, build_retriever, load_corpus
+from banditroute.service.config import ServiceConfig
+from banditroute.service.learner import Learner
+from banditroute.service.metrics import RouterMetrics
+from banditroute.service.storage import DecisionRecord, FeedbackRecord, LearnRow, ModelRecord, Storage
+
+log = logging.getLogger("banditroute.service")
+
+STATS_ROWS = 20_000  # decisions the dashboard's time series are computed from
+STATS_BUCKETS = 40
+STATS_MIN_BUCKET = 10  # decisions per point at least, so a young log is not all noise
+
+
+class NotFound(Exception):
+    """HTTP 404."""
+
+
+class Gone(Exception):
+    """HTTP 410: feedback after the configured TTL."""
+
+
+class Conflict(Exception):
+    """HTTP 409: the request contradicts the current state (duplicate model, full capacity...)."""
+
+
+@dataclass
+class Retrieval:
+    """Retrieval mode: the corpus ids and one indexed retriever per declared arm."""
+
+    doc_ids: list[str]
+    retrievers: dict[str, Retriever]
+    k: int
+
+
+class Router:
+    """One router: policy, log, learner, models, optional embedder and retrievers."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.capacity = config.capacity()
+        self.reward_range = config.router.reward_range
+        self.models: tuple[ModelRecord, ...] = ()
+        self.metrics = RouterMetrics(lambda: {m.slot: m.name for m in self.models})
+        self.embedder: Embedder | None = None
+        self.retrieval: Retrieval | None = None
+        self.ope_results: dict[str, Any] = {"updated_at": None, "rows": 0, "candidates": []}
+        self._snapshot: tuple[Policy, int] | None = None
+        self._ope_stop = threading.Event()
+        self._ope_thread: threading.Thread | None = None
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        cfg = self.config
+        self.storage = Storage(cfg.storage.url)
+        self.storage.create_schema()
+        if cfg.embedder is not None:
+            self.embedder = build_embedder(cfg.embedder)
+        dim = cfg.router.dim or int(self.embedder.dim)  # type: ignore[union-attr]
+        if self.embedder is not None and int(self.embedder.dim) != dim:
+            raise InputError(f"router.dim = {dim} but the embedder {self.embedder.name!r} gives {self.embedder.dim}")
+        self.dim = dim
+        self._check_settings()
+        self._load_models()
+        if cfg.retrieval is not None:
+            doc_ids, texts = load_corpus(cfg.retrieval.corpus)
+            retrievers = {arm.name: build_retriever(arm.retriever) for arm in cfg.retrieval.arms}
+            for r in retrievers.values():
+                r.index(texts)
+            self.retrieval = Retrieval(doc_ids, retrievers, min(cfg.retrieval.k, len(doc_ids)))
+        self.spec = EnvSpec(n_arms=self.capacity, dim=dim, reward_range=self.reward_range)
+        self.learner = Learner(
+            self.new_policy(),
+            self.new_policy,
+            self.storage.clone(),
+            batch=cfg.router.learn_batch,
+            checkpoint_every=cfg.router.checkpoint_every,
+            keep_checkpoints=cfg.router.keep_checkpoints,
+            publish_interval_s=cfg.router.publish_interval_s,
+            publish=self._publish,
+            on_learn=self.metrics.on_learn,
+        )
+        replayed = self.learner.restore()
+        if replayed:
+            log.info("replayed %d feedback rows after the last checkpoint", replayed)
+        self._next_event = self.storage.max_event_id() + 1
+        self._next_seq = self.storage.max_seq() + 1
+        self.rng = np.random.default_rng([cfg.router.seed, self._next_event])
+        self.learner.start()
+        self._ope_thread = threading.Thread(target=self._ope_loop, name="banditroute-ope", daemon=True)
+        self._ope_thread.start()
+
+    def stop(self) -> None:
+        """Stop the background threads, learn what was accepted, checkpoint, close the log."""
+        self._ope_stop.set()
+        if self._ope_thread is not None:
+            self._ope_thread.join(30)
+        learner = getattr(self, "learner", None)
+        if learner is not None:
+            learner.stop()
+            learner.storage.close()
+        if hasattr(self, "storage"):
+            self.storage.dispose()
+
+    def new_policy(self) -> Policy:
+        return make_policy(self.config.policy.name, self.spec, **self.config.policy.params)
+
+    def _settings(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "policy": c.policy.name,
+            "params": c.policy.params,
+            "capacity": self.capacity,
+            "dim": self.dim,
+            "learn_batch": c.router.learn_batch,
+            "reward_range": list(self.reward_range),
+        }
+
+    def _check_settings(self) -> None:
+        """A log can only be resumed by a router that learns exactly as the one that wrote it."""
+        mine = json.dumps(self._settings(), sort_keys=True)
+        stored = self.storage.get_meta("settings")
+        if stored is None:
+            self.storage.set_meta("settings", mine)
+        elif stored != mine:
+            raise InputError(
+                f"the log in this storage was written with settings {stored}, but this config has {mine}; "
+                "point [storage] at a new database to start over"
+            )
+
+    def _load_models(self) -> None:
+        """Models from the log; configured ones it does not know yet are added (first start, or new)."""
+        self.models = tuple(self.storage.models())
+        known = {m.name for m in self.models}
+        for name in self.config.initial_models():
+            if name not in known:
+                self._insert_model(name)
+
+    def _publish(self, policy: Policy, version: int) -> None:
+        self._snapshot = (policy, version)
+        self.metrics.policy_version.set(version)
+
+    # ------------------------------------------------------------------ helpers
+    def _by_name(self, name: str) -> ModelRecord | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def _allowed(self, candidates: list[str] | None) -> np.ndarray:
+        mask = np.zeros(self.capacity, dtype=bool)
+        if candidates is None:
+            for m in self.models:
+                mask[m.slot] = m.active
+            if not mask.any():
+                raise Conflict("no active models")
+            return mask
+        if not candidates:
+            raise InputError("candidates must name at least one model (or be omitted for all)")
+        if len(set(candidates)) != len(candidates):
+            raise InputError("candidates must not repeat a model")
+        for name in candidates:
+            found = self._by_name(name)
+            if found is None:
+                raise InputError(f"unknown model {name!r} in candidates")
+            if not found.active:
+                raise InputError(f"model {name!r} in candidates is retired")
+            mask[found.slot] = True
+        return mask
+
+    def _context(self, context: Any, query: str | None) -> FloatArray:
+        if (context is None) == (query is None):
+            raise InputError("send exactly one of 'context' (a vector) and 'query' (text)")
+        if query is not None:
+            return self.embed(query)
+        try:
+            x = np.asarray(context, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError("context must be a list of numbers") from None
+        if x.shape != (self.dim,):
+            raise InputError(f"context must be a list of {self.dim} numbers, got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise InputError("context contains NaN or inf")
+        return x
+
+    def embed(self, query: str) -> FloatArray:
+        if self.embedder is None:
+            raise InputError("this router has no [embedder]: send a 'context' vector instead of 'query' text")
+        if not query.strip():
+            raise InputError("query must not be empty")
+        start = time.perf_counter()
+        x = np.asarray(self.embedder.encode_queries([query])[0], dtype=np.float64)
+        self.metrics.embed_latency.observe(time.perf_counter() - start)
+        return x
+
+    def _response(self, rec: DecisionRecord) -> dict[str, Any]:
+        names = {m.slot: m.name for m in self.models}
+        return {
+            "event_id": rec.event_id,
+            "model": names[rec.action],
+            "probs": {names[int(s)]: float(rec.probs[s]) for s in np.flatnonzero(rec.allowed)},
+            "policy_version": rec.policy_version,
+        }
+
+    # ------------------------------------------------------------------ routing
+    def decide(self, x: FloatArray, allowed: np.ndarray, kind: str, request_id: str | None) -> DecisionRecord:
+        """Decide among ``allowed`` for context ``x``, log it, return the record."""
+        start = time.perf_counter()
+        assert self._snapshot is not None, "router not started"
+        policy, version = self._snapshot
+        decision = restricted_act_batch(policy, x[None], allowed, self.rng)
+        rec = DecisionRecord(
+            event_id=self._next_event,
+            request_id=request_id,
+            created_at=time.time(),
+            kind=kind,
+            policy_version=version,
+            action=int(decision.actions[0]),
+            probs=decision.probs[0],
+            allowed=allowed,
+            context=x,
+        )
+        self.storage.insert_decision(rec)
+        self._next_event += 1
+        slot = rec.action
+        self.metrics.on_decision(self.models[slot].name, kind, slot, time.perf_counter() - start)
+        return rec
+
+    def _replayed(self, request_id: str | None, kind: str) -> DecisionRecord | None:
+        """The decision already taken for this client request id (idempotent retries)."""
+        if request_id is None:
+            return None
+        if not request_id or len(request_id) > 200:
+            raise InputError("request_id must be 1 to 200 characters")
+        rec = self.storage.decision_for_request(request_id)
+        if rec is not None and rec.kind != kind:
+            raise Conflict(f"request_id {request_id!r} was used for a {rec.kind} request")
+        return rec
+
+    def route(
+        self,
+        *,
+        context: Any = None,
+        query: str | None = None,
+        candidates: list[str] | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        rec = self._replayed(request_id, "route")
+        if rec is None:
+            x = self._context(context, query)
+            rec = self.decide(x, self._allowed(candidates), "route", request_id)
+        return self._response(rec)
+
+    def search_decide(
+        self, x: FloatArray, *, k: int | None = None, candidates: list[str] | None = None, request_id: str | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Route a search whose query embeds to ``x`` (:meth:`embed`); returns the response so far and
+        ``k``. Embedding and retrieval (:meth:`search_items`) are slow: callers run them off the event loop."""
+        if self.retrieval is None:
+            raise NotFound("retrieval mode is not configured ([retrieval] in the router config)")
+        k = self.retrieval.k if k is None else k
+        if not 1 <= k <= len(self.retrieval.doc_ids):
+            raise InputError(f"k must lie in [1, {len(self.retrieval.doc_ids)}], got {k}")
+        rec = self._replayed(request_id, "search")
+        if rec is None:
+            rec = self.decide(x, self._allowed(candidates), "search", request_id)
+        return self._response(rec), k
+
+    def search_items(self, model: str, query: str, k: int) -> list[dict[str, Any]]:
+        """The top-``k`` documents of ``model``'s retriever, best first."""
+        assert self.retrieval is not None
+        positions, scores = self.retrieval.retrievers[model].search([query], k)
+        return [
+            {"rank": r + 1, "doc_id": self.retrieval.doc_ids[int(p)], "score": float(s)}
+            for r, (p, s) in enumerate(zip(positions[0], scores[0], strict=True))
+        ]
+
+    # ------------------------------------------------------------------ feedback
+    def feedback(self, event_id: int, reward: float, cost: float | None = None) -> dict[str, Any]:
+        start = time.perf_counter()
+        lo, hi = self.reward_range
+        if not math.isfinite(reward):
+            raise InputError("reward must be a finite number (got NaN or inf)")
+        if not lo <= reward <= hi:
+            raise InputError(f"reward {reward} is outside the router's reward_range [{lo}, {hi}]")
+        if cost is not None and not (math.isfinite(cost) and cost >= 0):
+            raise InputError("cost must be a finite number >= 0")
+        found = self.storage.get_decision(event_id)
+        if found is None:
+            self.metrics.on_feedback("unknown")
+            raise NotFound(f"unknown event_id {event_id}")
+        rec, seen = found
+        if seen is None and time.time() - rec.created_at > self.config.router.feedback_ttl_s:
+            self.metrics.on_feedback("expired")
+            raise Gone(f"feedback for event {event_id} came after the {self.config.router.feedback_ttl_s:g} s TTL")
+        if seen is None:
+            row = FeedbackRecord(self._next_seq, event_id, float(reward), cost, time.time())
+            if self.storage.insert_feedback(row):
+                self._next_seq += 1
+                self.learner.submit(LearnRow(row.seq, rec.context, rec.action, rec.probs, row.reward))
+                self.metrics.on_feedback("accepted", rec.action, row.reward)
+                self.metrics.learn_lag.set(row.seq - self.learner.applied_seq)
+                self.metrics.feedback_latency.observe(time.perf_counter() - start)
+                return {"status": "accepted", "event_id": event_id, "seq": row.seq}
+            again = self.storage.get_decision(event_id)
+            seen = None if again is None else again[1]
+        assert seen is not None
+        self.metrics.on_feedback("duplicate")
+        return {"status": "duplicate", "event_id": event_id, "seq": seen.seq, "reward": seen.reward}
+
+    # ------------------------------------------------------------------ models
+    def list_models(self) -> list[dict[str, Any]]:
+        return [
+            {"name": m.name, "slot": m.slot, "active": m.active, "added_at": m.added_at, "retired_at": m.retired_at}
+            for m in self.models
+        ]
+
+    def _insert_model(self, name: str) -> ModelRecord:
+        if len(self.models) >= self.capacity:
+            raise Conflict(f"all {self.capacity} model slots are used (raise router.max_models for a new log)")
+        rec = ModelRecord(len(self.models), name, True, time.time(), None)
+        self.storage.add_model(rec.slot, rec.name, rec.added_at)
+        self.models = (*self.models, rec)
+        return rec
+
+    def add_model(self, name: str) -> dict[str, Any]:
+        if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.strip():
+            raise InputError("model name must be 1 to 100 characters")
+        if self.retrieval is not None and name not in self.retrieval.retrievers:
+            raise InputError(f"in retrieval mode a new model must be a declared [[retrieval.arms]] entry, not {name!r}")
+        existing = self._by_name(name)
+        if existing is not None:
+            state = "active" if existing.active else "retired (names are never reused)"
+            raise Conflict(f"model {name!r} already exists and is {state}")
+        rec = self._insert_model(name)
+        return {"name": rec.name, "slot": rec.slot, "active": True}
+
+    def retire_model(self, name: str) -> dict[str, Any]:
+        m = self._by_name(name)
+        if m is None:
+            raise NotFound(f"unknown model {name!r}")
+        if not m.active:
+            raise Conflict(f"model {name!r} is already retired")
+        if sum(x.active for x in self.models) == 1:
+            raise Conflict("cannot retire the last active model")
+        now = time.time()
+        self.storage.retire_model(m.slot, now)
+        self.models = tuple(
+            ModelRecord(x.slot, x.name, False, x.added_at, now) if x.slot == m.slot else x for x in self.models
+        )
+        return {"name": name, "slot": m.slot, "active": False}
+
+    # ------------------------------------------------------------------ observability
+    def health(self) -> dict[str, Any]:
+        ok = self.learner.alive()
+        return {
+            "status": "ok" if ok else "degraded",
+            "learner": "running" if ok else "stopped",
+            "policy_version": self._snapshot[1] if self._snapshot else None,
+            "pending_feedback": self._next_seq - 1 - self.learner.applied_seq,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """What the dashboard draws: shares and reward over time, totals, off-policy estimates."""
+        recent = self.storage.recent(STATS_ROWS)
+        n_dec, n_fb = self.storage.counts()
+        series: dict[str, Any] = {"t": [], "count": [], "reward": [], "shares": {}}
+        t = recent["created_at"]
+        if t.size:  # buckets of equal numbers of decisions, placed at their first decision's time
+            size = max(math.ceil(t.size / STATS_BUCKETS), STATS_MIN_BUCKET)
+            bucket = np.arange(t.size) // size
+            nb = int(bucket[-1]) + 1
+            counts = np.bincount(bucket, minlength=nb)
+            has = ~np.isnan(recent["reward"])
+            r_sum = np.bincount(bucket[has], weights=recent["reward"][has], minlength=nb)
+            r_n = np.bincount(bucket[has], minlength=nb)
+            series["t"] = t[::size].tolist()
+            series["count"] = counts.tolist()
+            series["reward"] = [float(s / n) if n else None for s, n in zip(r_sum, r_n, strict=True)]
+            for m in self.models:
+                per = np.bincount(bucket[recent["action"] == m.slot], minlength=nb)
+                series["shares"][m.name] = (per / counts).tolist()
+        return {
+            "models": self.list_models(),
+            "decisions": n_dec,
+            "feedback": n_fb,
+            "policy": self.config.policy.name,
+            "policy_version": self._snapshot[1] if self._snapshot else 0,
+            "series": series,
+            "ope": self.ope_results,
+        }
+
+    # ------------------------------------------------------------------ off-policy estimates
+    def _ope_loop(self) -> None:
+        store = self.storage.clone()
+        try:
+            while not self._ope_stop.wait(self.config.ope.interval_s):
+                try:
+                    self.ope_results = self.estimate_candidates(store)
+                except Exception:  # a failed refresh keeps the last estimates; the service goes on
+                    log.exception("off-policy refresh failed")
+        finally:
+            store.close()
+
+    def estimate_candidates(self, store: Storage) -> dict[str, Any]:
+        """DR estimates (95% normal intervals) over the last ``window`` logged rows with feedback: the
+        current policy, uniform, each active model (on the rows where it was allowed) and the
+        configured candidates (trained on the first half of the window, evaluated on the second)."""
+        cfg = self.config.ope
+        blog = store.export_log(self.reward_range, last=cfg.window)
+        out: dict[str, Any] = {"updated_at": time.time(), "rows": 0 if blog is None else blog.n, "candidates": []}
+        if blog is None or blog.n < cfg.min_rows or self._snapshot is None:
+            return out
+        rng = np.random.default_rng(self.config.router.seed)
+        q_hat = cross_fit(blog)
+        rows: list[tuple[str, float, float | None, float | None, int]] = [
+            ("logged (on-policy mean)", float(blog.rewards.mean()), None, None, blog.n)
+        ]
+        targets = [("current policy", self._snapshot[0]), ("uniform", make_policy("uniform", self.spec))]
+        for name, policy in targets:
+            est = evaluate(
+                blog, target_probs(policy, blog, rng), estimators=("dr",), q_hat=q_hat, intervals=("normal",)
+            )
+            rows.append((name, est["dr"].value, *est["dr"].intervals["normal"], blog.n))
+        assert blog.allowed is not None
+        for m in self.models:  # "always m", on the rows where m could be chosen
+            where = blog.allowed[:, m.slot]
+            if m.active and where.sum() >= cfg.min_rows:
+                sub = blog.subset(where)
+                probs = target_probs(make_policy("fixed", self.spec, arm=m.slot), sub, rng)
+                est = evaluate(sub, probs, estimators=("dr",), q_hat=q_hat[where], intervals=("normal",))
+                rows.append((f"always {m.name}", est["dr"].value, *est["dr"].intervals["normal"], sub.n))
+        half = blog.n // 2
+        if cfg.candidates and half >= cfg.min_rows // 2:
+            train, test = blog.subset(slice(0, half)), blog.subset(slice(half, None))
+            for cand in cfg.candidates:
+                policy = fit_on_log(make_policy(cand.name, self.spec, **cand.params), train)
+                probs = target_probs(policy, test, rng)
+                dr = evaluate(test, probs, estimators=("dr",), q_hat=q_hat[half:], intervals=("normal",))["dr"]
+                rows.append((f"{cand.name} (trained)", dr.value, *dr.intervals["normal"], test.n))
+        out["candidates"] = [{"name": n, "value": v, "lo": lo, "hi": hi, "rows": k} for n, v, lo, hi, k in rows]
+        return out

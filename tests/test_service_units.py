@@ -1,0 +1,200 @@
+"""The service's parts without HTTP: config, keys, checkpoint encoding, learner replay, the ``ope`` CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sqlalchemy")
+
+from typer.testing import CliRunner
+
+from banditroute.cli.main import app
+from banditroute.core.validation import InputError
+from banditroute.service.auth import Forbidden, KeyChecker, Role, Unauthorized, hash_key, new_key
+from banditroute.service.config import load_config, parse_config
+from banditroute.service.learner import replay
+from banditroute.service.router import Router
+from banditroute.service.storage import Storage, decode_state, encode_state
+
+ADMIN = hash_key("admin")
+
+
+def config(tmp_path: Path, **router: object) -> dict[str, object]:
+    return {
+        "router": {"models": ["a", "b", "c"], "dim": 4, **router},
+        "policy": {"name": "linucb", "params": {"epsilon": 0.1}},
+        "storage": {"url": f"sqlite:///{tmp_path / 'r.db'}"},
+        "auth": {"admin_key_hashes": [ADMIN]},
+        "ope": {"interval_s": 3600},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"router": {"models": [], "dim": 4}}, "at least one model"),
+        ({"router": {"models": ["a", "a"], "dim": 4}}, "unique"),
+        ({"router": {"models": ["a"]}}, "router.dim"),
+        ({"router": {"models": ["a"], "dim": 0}}, "router.dim"),
+        ({"router": {"models": ["a"], "dim": 4, "reward_range": [1, 0]}}, "low < high"),
+        ({"router": {"models": ["a", "b"], "dim": 4, "max_models": 1}}, "max_models"),
+        ({"router": {"models": ["a"], "dim": 4, "learn_batch": 0}}, "learn_batch"),
+        ({"router": {"models": ["a"], "dim": 4, "typo": 1}}, "typo"),
+        ({"auth": {"admin_key_hashes": ["md5:abc"]}}, "sha256"),
+        ({"auth": {"admin_key_hashes": []}}, "admin_key_hashes"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_config(config(tmp_path) | change)
+
+
+def test_config_files_resolve_relative_paths(tmp_path: Path) -> None:
+    toml = '[router]\nmodels = ["a"]\ndim = 3\n[storage]\nurl = "sqlite:///logs/r.db"\n'
+    (tmp_path / "router.toml").write_text(toml + f'[auth]\nadmin_key_hashes = ["{ADMIN}"]\n')
+    cfg = load_config(tmp_path / "router.toml")
+    assert cfg.storage.url == f"sqlite:///{tmp_path.resolve()}/logs/r.db"
+    assert cfg.capacity() == 5
+    (tmp_path / "bad.toml").write_text("[router\n")
+    with pytest.raises(InputError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+    with pytest.raises(InputError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_keys_are_hashed_and_roles_checked() -> None:
+    client_key, admin_key = new_key(), new_key()
+    assert client_key != admin_key and len(client_key) >= 40
+    checker = KeyChecker([hash_key(client_key)], [hash_key(admin_key)])
+    assert checker.require({"authorization": f"Bearer {client_key}"}, Role.CLIENT) is Role.CLIENT
+    assert checker.require({"x-api-key": admin_key}, Role.ADMIN) is Role.ADMIN
+    with pytest.raises(Unauthorized):
+        checker.require({}, Role.CLIENT)
+    with pytest.raises(Unauthorized):
+        checker.require({"authorization": "Basic abc"}, Role.CLIENT)
+    with pytest.raises(Forbidden):
+        checker.require({"x-api-key": "guess"}, Role.CLIENT)
+    with pytest.raises(Forbidden, match="admin"):
+        checker.require({"x-api-key": client_key}, Role.ADMIN)
+
+
+def test_checkpoints_round_trip_and_corruption_is_caught(tmp_path: Path) -> None:
+    cfg = parse_config(config(tmp_path))
+    router = Router(cfg)
+    router.start()
+    try:
+        policy = router.new_policy()
+        state = policy.state_dict()
+        back = decode_state(encode_state(state))
+        assert back["policy"] == state["policy"]
+        for k, v in state["state"].items():
+            np.testing.assert_array_equal(back["state"][k], v)
+        with pytest.raises(InputError, match="corrupted"):
+            decode_state(encode_state(state)[:100])
+    finally:
+        router.stop()
+
+
+def test_restart_with_other_settings_is_refused(tmp_path: Path) -> None:
+    router = Router(parse_config(config(tmp_path)))
+    router.start()
+    router.stop()
+    other = config(tmp_path)
+    other["policy"] = {"name": "hpg"}
+    with pytest.raises(InputError, match="written with settings"):
+        Router(parse_config(other)).start()
+
+
+def test_router_core_learns_in_fixed_groups_and_replays_identically(tmp_path: Path) -> None:
+    cfg = parse_config(config(tmp_path, learn_batch=3, checkpoint_every=6))
+    router = Router(cfg)
+    router.start()
+    rng = np.random.default_rng(0)
+    try:
+        for _ in range(20):
+            out = router.route(context=rng.normal(size=4))
+            router.feedback(out["event_id"], float(rng.random()))
+    finally:
+        router.stop()  # learns 18 rows (6 groups); rows 19-20 wait for their group
+    store = Storage(cfg.storage.url)
+    try:
+        seq, blob = store.latest_checkpoint()  # type: ignore[misc]
+        assert seq == 18
+        fresh = router.new_policy()
+        last, pending = replay(fresh, store.learn_rows(0), 3)
+        assert (last, [r.seq for r in pending]) == (18, [19, 20])
+        for k, v in fresh.state_dict()["state"].items():
+            np.testing.assert_array_equal(decode_state(blob)["state"][k], v)
+    finally:
+        store.dispose()
+
+
+def test_ope_command_on_a_router_log(tmp_path: Path) -> None:
+    cfg = parse_config(config(tmp_path, checkpoint_every=50))
+    router = Router(cfg)
+    router.start()
+    rng = np.random.default_rng(1)
+    try:
+        for _ in range(300):
+            x = rng.normal(size=4)
+            out = router.route(context=x)
+            router.feedback(out["event_id"], float(out["model"] == ("a" if x[0] > 0 else "b")))
+    finally:
+        router.stop()
+    runner = CliRunner()
+    db = tmp_path / "r.db"
+    args = ["ope", "--log", str(db), "-p", "current", "-p", "uniform", "-p", "fixed:a", "-p", "greedy",
+            "-e", "ips", "-e", "dr", "--json", str(tmp_path / "ope.json")]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "ope.json").read_text())
+    assert out["rows"] == 150 and set(out["results"]) == {"current", "uniform", "fixed:a", "greedy"}
+    greedy, uniform = out["results"]["greedy"]["dr"]["value"], out["results"]["uniform"]["dr"]["value"]
+    assert greedy > uniform + 0.2  # a learned router beats random on this log
+    for bad, msg in [(["-p", "fixed:zzz"], "unknown model"), (["-p", "magic"], "unknown target")]:
+        res = runner.invoke(app, ["ope", "--log", str(db), *bad])
+        assert res.exit_code == 2 and msg in res.output
+    res = runner.invoke(app, ["ope", "--log", str(tmp_path / "none.db"), "-p", "uniform"])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_keygen_prints_a_key_and_its_hash() -> None:
+    res = CliRunner().invoke(app, ["keygen"])
+    assert res.exit_code == 0
+    key = res.output.split("key:")[1].split()[0]
+    assert hash_key(key) in res.output
+
+
+def test_builtin_components_build_the_real_retrievers_and_embedders(tmp_path: Path) -> None:
+    from banditroute.service.components import build_embedder, build_retriever, load_corpus
+    from banditroute.service.config import ComponentConfig
+
+    pytest.importorskip("bm25s")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        '{"id": "d1", "text": "the nile is the longest river"}\n{"_id": "d2", "title": "Peaks", "text": "everest"}\n'
+    )
+    ids, texts = load_corpus(corpus)
+    assert ids == ["d1", "d2"] and texts[1] == "Peaks. everest"
+    bm25 = build_retriever(ComponentConfig(factory="bm25"))
+    bm25.index(texts)
+    positions, _ = bm25.search(["longest river"], 1)
+    assert positions.tolist() == [[0]]
+    for bad, msg in [
+        (ComponentConfig(factory="nope"), "unknown retriever"),
+        (ComponentConfig(factory="dense"), "params.embedder"),
+        (ComponentConfig(factory="os:getcwd"), "did not return a Retriever"),
+        (ComponentConfig(factory="no.such.module:f"), "cannot import"),
+    ]:
+        with pytest.raises(InputError, match=msg):
+            build_retriever(bad)
+    with pytest.raises(InputError, match="unknown embedding model"):
+        build_embedder(ComponentConfig(factory="not-a-model"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "no id"}\n')
+    with pytest.raises(InputError, match="'id'"):
+        load_corpus(tmp_path / "bad.jsonl")
