@@ -28,9 +28,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -38,6 +36,7 @@ from banditroute.envs.base import EnvSpec
 from banditroute.envs.lowrank import LowRankExperts
 from banditroute.policies.hpg import HPG
 from banditroute.simulate.runner import Trace, run_seed
+from benchmarks._common import blas_limit
 
 DEFAULT_DIMS = (64, 256, 768)
 
@@ -125,17 +124,6 @@ def _rates(r: Result) -> str:
     return f"{r.rounds_per_s:{fmt}} ({r.rounds_per_cpu_s:{fmt}})"
 
 
-def _blas_limit(threads: int | None) -> Any:
-    if threads is None:
-        return nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("> threadpoolctl not installed: BLAS thread count left at its default.")
-        return nullcontext()
-    return threadpool_limits(limits=threads)
-
-
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_hpg", description=__doc__.split("\n")[0])
     p.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS))
@@ -168,7 +156,7 @@ def main(argv: Sequence[str] = ()) -> None:
         f"batch = {args.batch}."
     )
     rows = []
-    with _blas_limit(threads):
+    with blas_limit(threads):
         for dim in args.dims:
             exact, fast = bench_dim(dim, args)
             rows.append((dim, exact, fast))

@@ -41,10 +41,9 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -52,6 +51,7 @@ from banditroute.core.sampling import sample_categorical
 from banditroute.core.types import BatchDecision, FloatArray, IntArray
 from banditroute.envs.base import Rounds
 from banditroute.policies.ridge import LinUCB
+from benchmarks._common import blas_limit
 
 DEFAULT_DIMS = (16, 128, 768)
 # Horizon per dimension: LinUCB costs O(M·d²) per round, so larger d gets fewer rounds.
@@ -410,17 +410,6 @@ def header(libs: Sequence[Library], threads: int | None) -> str:
     )
 
 
-def _blas_limit(threads: int | None) -> Any:
-    if threads is None:
-        return nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("> threadpoolctl not installed: BLAS thread count left at its default.")
-        return nullcontext()
-    return threadpool_limits(limits=threads)
-
-
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_linucb", description=__doc__.split("\n")[0])
     p.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS))
@@ -432,7 +421,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="workloads (seeds seed, seed+1, ...) for mean ± sd regret")
     p.add_argument("--budget", type=float, default=10.0, help="seconds on a library's own clock before it is stopped")
-    p.add_argument("--repeats", type=int, default=3, help="median of this many races for races under 1 s")
+    p.add_argument("--repeats", type=int, default=5, help="median of this many races for races under 1 s")
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (0: library default)")
     p.add_argument("--libraries", nargs="*", help="peer packages to include, e.g. mabwiser (banditroute always runs)")
     p.add_argument("--quick", action="store_true", help="smoke run: d=16, T=300, one repeat")
@@ -452,7 +441,7 @@ def main(argv: Sequence[str] = ()) -> None:
     print(
         f"M = {args.arms} arms, alpha = {args.alpha}, lambda = {args.lam}, seed = {args.seed}, budget {args.budget} s."
     )
-    with _blas_limit(threads), warnings.catch_warnings():
+    with blas_limit(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peers' pandas/sklearn deprecation chatter
         for d in args.dims:
             T = args.rounds or DEFAULT_ROUNDS.get(d, 1000)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from banditroute.core.linalg import add_gram_
 from banditroute.core.types import BatchDecision, Decision
 from banditroute.policies.ridge import LinTS, LinUCB, RidgePolicy
 
@@ -59,8 +60,8 @@ def test_statistics_match_direct_ridge_after_1000_updates(name: str, shared: boo
     A, b = _direct_stats(rows, actions, rewards, 0.7, shared)
     for k in range(A.shape[0]):
         A_inv = np.linalg.inv(A[k])
-        assert _rel_err(policy.A[k], A[k]) < 1e-12
         assert _rel_err(policy.A_inv[k], A_inv) < 1e-8
+        np.testing.assert_array_equal(policy.A_inv[k], policy.A_inv[k].T)  # updates keep it exactly symmetric
         assert _rel_err(policy.b[k], b[k]) < 1e-12
         assert _rel_err(policy.theta[k], np.linalg.solve(A[k], b[k])) < 1e-8
     np.testing.assert_array_equal(policy.counts, np.bincount(actions, minlength=M))
@@ -87,6 +88,92 @@ def test_linucb_scores_match_slow_per_arm_loop(per_arm: bool) -> None:
     np.testing.assert_array_equal(probs, np.eye(M)[reference.argmax(axis=1)])
 
 
+@pytest.mark.parametrize("n", [1, 6])
+@pytest.mark.parametrize(("shared", "per_arm"), [(False, False), (False, True), (True, False), (True, True)])
+def test_variances_match_slow_quadratic_forms(shared: bool, per_arm: bool, n: int) -> None:
+    """Every branch of ``_variances``: one or M models, shared or per-arm contexts, one or many rows."""
+    policy = LinUCB(M, D, shared=shared)
+    _train(policy, 100, per_arm, seed=15)
+    X = _contexts(np.random.default_rng(16), n, per_arm)
+    reference = np.empty((n, M))
+    for i in range(n):
+        for m in range(M):
+            x = X[i, m] if per_arm else X[i]
+            reference[i, m] = x @ policy.A_inv[0 if shared else m] @ x
+    np.testing.assert_allclose(policy._variances(policy._broadcast(X)), reference, rtol=1e-12)
+
+
+def test_in_place_updates_at_larger_dim_match_direct_solve() -> None:
+    """d = 96 (BLAS blocks differently than at d = 5): 1,000 rows in chunks of uneven size, so both
+    Sherman–Morrison and Woodbury run, against a direct inverse and solve."""
+    d, lam, g = 96, 0.5, np.random.default_rng(17)
+    policy = LinUCB(M, d, lam=lam)
+    X = g.normal(size=(1000, d)) / np.sqrt(d)
+    actions, rewards = g.integers(0, M, 1000), g.random(1000)
+    start = 0
+    for size in [1] * 100 + [3, 64, 1, 250, 17, 1, 200, 364]:
+        sl = slice(start, start + size)
+        policy.learn_batch(X[sl], BatchDecision(actions[sl], np.full((size, M), 1 / M)), rewards[sl])
+        start += size
+    assert start == 1000
+    for k in range(M):
+        Xk, rk = X[actions == k], rewards[actions == k]
+        A = lam * np.eye(d) + Xk.T @ Xk
+        assert _rel_err(policy.A_inv[k], np.linalg.inv(A)) < 1e-8
+        np.testing.assert_array_equal(policy.A_inv[k], policy.A_inv[k].T)
+        assert _rel_err(policy.theta[k], np.linalg.solve(A, rk @ Xk)) < 1e-8
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_add_gram_updates_any_memory_layout(layout: str, rows: int) -> None:
+    """``S += α VᵀV`` in place: by BLAS on C-ordered ``S``, by a fallback copy on any other layout."""
+    g = np.random.default_rng(18)
+    B = g.normal(size=(6, 6))
+    S0 = B @ B.T
+    if layout == "C":
+        S = S0.copy()
+    elif layout == "F":
+        S = np.asfortranarray(S0)
+    else:
+        S = np.zeros((6, 12))[:, ::2]
+        S[...] = S0
+    V = g.normal(size=(rows, 6)) if rows > 1 else g.normal(size=6)
+    V2 = np.atleast_2d(V)
+    add_gram_(S, V, -0.5)
+    np.testing.assert_allclose(S, S0 - 0.5 * V2.T @ V2, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_update_of_a_corrupt_inverse_raises_and_changes_nothing(rows: int) -> None:
+    """A loaded ``A^{-1}`` that is not positive definite cannot be updated; the state stays as loaded."""
+    policy = LinUCB(M, D)
+    state = policy.state_dict()
+    state["state"]["A_inv"] = np.tile(-2.0 * np.eye(D), (M, 1, 1))
+    policy.load_state_dict(state)
+    X = _contexts(np.random.default_rng(21), rows, per_arm=False)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        policy.learn_batch(X, BatchDecision(np.zeros(rows, dtype=np.int64), np.full((rows, M), 1 / M)), np.ones(rows))
+    for key, value in state["state"].items():
+        np.testing.assert_array_equal(policy.state_dict()["state"][key], value, err_msg=key)
+
+
+def test_loaded_fortran_ordered_state_learns_identically() -> None:
+    g = np.random.default_rng(19)
+    policy = LinUCB(M, D)
+    _train(policy, 50, per_arm=False, seed=20)
+    state = policy.state_dict()
+    twin = LinUCB(M, D)
+    twin.load_state_dict({**state, "state": {k: np.asfortranarray(v) for k, v in state["state"].items()}})
+    X = _contexts(g, 40, per_arm=False)
+    for p in (policy, twin):
+        p.learn_batch(X[:30], BatchDecision(np.arange(30) % M, np.full((30, M), 1 / M)), np.linspace(0, 1, 30))
+        for t in range(30, 40):
+            p.learn(X[t], Decision(action=t % M, probs=np.full(M, 1 / M)), 0.5)
+    for key, value in policy.state_dict()["state"].items():
+        np.testing.assert_array_equal(twin.state_dict()["state"][key], value, err_msg=key)
+
+
 @pytest.mark.parametrize("name", list(CLASSES))
 @pytest.mark.parametrize(("shared", "per_arm"), [(False, False), (False, True), (True, True)])
 def test_learn_batch_equals_sequential_learn(name: str, shared: bool, per_arm: bool) -> None:
@@ -111,7 +198,7 @@ def test_learn_batch_equals_sequential_learn(name: str, shared: bool, per_arm: b
 def test_shared_model_pools_feedback_across_arms() -> None:
     """With ``shared=True`` a reward on one arm moves every arm's estimate; disjoint models do not."""
     pooled, disjoint = LinUCB(M, D, shared=True), LinUCB(M, D, shared=False)
-    assert pooled.A.shape == (1, D, D) and disjoint.A.shape == (M, D, D)
+    assert pooled.A_inv.shape == (1, D, D) and disjoint.A_inv.shape == (M, D, D)
     rows = np.tile(np.ones(D) / np.sqrt(D), (M, 1))  # per-arm contexts, identical features for every arm
     for policy in (pooled, disjoint):
         policy.learn(rows, Decision(action=0, probs=np.full(M, 1 / M)), 1.0)
@@ -124,8 +211,7 @@ def test_shared_model_pools_feedback_across_arms() -> None:
 
 def test_scale_lam_by_dim() -> None:
     plain, scaled = RidgePolicy(M, D, lam=2.0), RidgePolicy(M, D, lam=2.0, scale_lam_by_dim=True)
-    np.testing.assert_array_equal(plain.A[0], 2.0 * np.eye(D))
-    np.testing.assert_array_equal(scaled.A[0], 2.0 * D * np.eye(D))
+    np.testing.assert_array_equal(plain.A_inv[0], np.eye(D) / 2.0)
     np.testing.assert_allclose(scaled.A_inv[0], np.eye(D) / (2.0 * D))
     assert scaled.config["scale_lam_by_dim"] is True and scaled.config["lam"] == 2.0
     rows, actions, rewards = _train(scaled, 100, per_arm=False, seed=6)

@@ -1,10 +1,12 @@
 """Ridge-regression policies: greedy / ε-greedy ridge, LinUCB and linear Thompson sampling.
 
-All three keep, per model ``k``, the ridge statistics ``A_k = λI + Σ x xᵀ`` and ``b_k = Σ r x``
-with ``A_k^{-1}`` maintained by Sherman–Morrison (one round) or Woodbury (a batch), and
-``θ_k = A_k^{-1} b_k``. With ``shared=False`` (default, "disjoint" LinUCB of Li et al. 2010)
-there is one model per arm; with ``shared=True`` one model is pooled over arms, which is the
-right choice when arms come with their own feature rows (contexts ``(M, d)``).
+All three keep, per model ``k``, the ridge statistics ``b_k = Σ r x`` and ``A_k^{-1}`` for
+``A_k = λI + Σ x xᵀ``, maintained in place by Sherman–Morrison (one row) or Woodbury (several rows
+of a batch), and ``θ_k = A_k^{-1} b_k``. ``A_k`` itself is never read, so it is not stored: at
+d = 768 keeping it cost a third of every update (one more d×d read-write per row).
+With ``shared=False`` (default, "disjoint" LinUCB of Li et al. 2010) there is one model per
+arm; with ``shared=True`` one model is pooled over arms, which is the right choice when arms
+come with their own feature rows (contexts ``(M, d)``).
 
 They differ only in how scores become a distribution:
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.core.linalg import sherman_morrison, woodbury
+from banditroute.core.linalg import sherman_morrison_, woodbury_
 from banditroute.core.sampling import argmax_uniform, mix_uniform, sample_categorical
 from banditroute.core.types import BatchDecision, FloatArray, IntArray
 from banditroute.core.validation import check_int, check_positive, check_unit_interval
@@ -63,7 +65,6 @@ class RidgePolicy(Policy):
         self.lam_eff = lam * dim if scale_lam_by_dim else lam
         self.config.update(lam=lam, scale_lam_by_dim=self.scale_lam_by_dim, epsilon=self.epsilon, shared=self.shared)
         k = 1 if self.shared else n_arms
-        self.A = np.tile(np.eye(dim) * self.lam_eff, (k, 1, 1))
         self.A_inv = np.tile(np.eye(dim) / self.lam_eff, (k, 1, 1))
         self.b = np.zeros((k, dim))
         self.theta = np.zeros((k, dim))
@@ -81,13 +82,24 @@ class RidgePolicy(Policy):
         return np.einsum("nmd,md->nm", X, theta)
 
     def _variances(self, X: FloatArray) -> FloatArray:
-        """``x_aᵀ A_{k(a)}^{-1} x_a`` for every row and arm, shape ``(n, M)``."""
-        A_inv = self.A_inv[self._model_of_arm()]  # (M, d, d)
+        """``x_aᵀ A_{k(a)}^{-1} x_a`` for every row and arm, shape ``(n, M)``.
+
+        Written as products of the stored ``A^{-1}`` stack with the contexts, never an indexed
+        copy of it: at d = 768 the M inverses are 38 MB, and reading them once is the cost of a
+        decision.
+        """
+        n = X.shape[0]
+        if self.shared:
+            A_inv = self.A_inv[0]
+            if self._shared_context(X):  # one model, one context: the same variance for every arm
+                X0 = X[:, 0, :]
+                return np.repeat(np.einsum("nd,nd->n", X0 @ A_inv, X0)[:, None], self.n_arms, axis=1)
+            rows = X.reshape(n * self.n_arms, self.dim)
+            return np.einsum("nd,nd->n", rows @ A_inv, rows).reshape(n, self.n_arms)
         if self._shared_context(X):
             X0 = X[:, 0, :]
-            Z = X0 @ A_inv.transpose(1, 0, 2).reshape(self.dim, -1)  # (n, M*d)
-            return np.einsum("nmd,nd->nm", Z.reshape(X0.shape[0], self.n_arms, self.dim), X0)
-        return np.einsum("nmd,mde,nme->nm", X, A_inv, X)
+            return np.einsum("mnd,nd->nm", X0 @ self.A_inv, X0)  # (M, n, d): one matmul per arm
+        return np.einsum("mnd,nmd->nm", X.transpose(1, 0, 2) @ self.A_inv, X)
 
     def _probs(self, X: FloatArray, rng: np.random.Generator) -> FloatArray:
         return mix_uniform(argmax_uniform(self._means(X)), self.epsilon)
@@ -100,25 +112,34 @@ class RidgePolicy(Policy):
     def _learn_batch(
         self, X: FloatArray, actions: IntArray, probs: FloatArray, rewards: FloatArray, info: Mapping[str, Any]
     ) -> None:
+        """Sherman–Morrison for an arm hit by one row, Woodbury for several; all in place."""
         rows = X[np.arange(X.shape[0]), actions]  # (n, d): the chosen arm's features
         models = self._model_of_arm()[actions]
-        for k in np.unique(models):
+        if len(models) == 1:  # the per-round API: skip the grouping
+            self._update(int(models[0]), rows, rewards)
+            self.counts[actions[0]] += 1
+            return
+        for k in np.flatnonzero(np.bincount(models)):  # the models hit, in order
             sel = models == k
-            Xk, rk = rows[sel], rewards[sel]
-            if Xk.shape[0] == 1:
-                self.A_inv[k] = sherman_morrison(self.A_inv[k], Xk[0])
-            else:
-                self.A_inv[k] = woodbury(self.A_inv[k], Xk)
-            self.A[k] += Xk.T @ Xk
-            self.b[k] += rk @ Xk
-            self.theta[k] = self.A_inv[k] @ self.b[k]
-        np.add.at(self.counts, actions, 1)
+            self._update(int(k), rows[sel], rewards[sel])
+        self.counts += np.bincount(actions, minlength=self.n_arms)
+
+    def _update(self, k: int, Xk: FloatArray, rk: FloatArray) -> None:
+        """Add rows ``Xk`` with rewards ``rk`` to model ``k``: ``b += Xᵀr``, ``A^{-1} ← (A + XᵀX)^{-1}``
+        in place, and ``θ = A^{-1}b`` read in the same pass over ``A^{-1}``."""
+        b = self.b[k] + rk @ Xk
+        if Xk.shape[0] == 1:
+            self.theta[k] = sherman_morrison_(self.A_inv[k], Xk[0], b)
+        else:
+            self.theta[k] = woodbury_(self.A_inv[k], Xk, b)  # raises before any change if A^{-1} is not SPD
+        self.b[k] = b
 
     def _get_state(self) -> dict[str, np.ndarray]:
-        return {"A": self.A, "A_inv": self.A_inv, "b": self.b, "theta": self.theta, "counts": self.counts}
+        return {"A_inv": self.A_inv, "b": self.b, "theta": self.theta, "counts": self.counts}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.A, self.A_inv, self.b = state["A"], state["A_inv"], state["b"]
+        # C order: the in-place BLAS updates of core.linalg work on C-ordered d×d blocks
+        self.A_inv, self.b = np.ascontiguousarray(state["A_inv"]), state["b"]
         self.theta, self.counts = state["theta"], state["counts"]
 
 
@@ -163,13 +184,12 @@ class LinTS(RidgePolicy):
         z = rng.standard_normal((n, K, M))
         if self.shared:
             # One pooled θ: arm scores are correlated, cov = v² X A^{-1} Xᵀ (M×M per row).
-            cov = self.v**2 * np.einsum("nmd,de,nke->nmk", X, self.A_inv[0], X)
+            cov = self.v**2 * (X @ self.A_inv[0] @ X.transpose(0, 2, 1))
             L = np.linalg.cholesky(cov + 1e-12 * np.eye(M))
-            scores = mean[:, None, :] + np.einsum("nij,nkj->nki", L, z)
+            scores = mean[:, None, :] + z @ L.transpose(0, 2, 1)  # each draw L z has covariance L Lᵀ = cov
         else:
             sd = self.v * np.sqrt(np.maximum(self._variances(X), 0.0))
             scores = mean[:, None, :] + sd[:, None, :] * z
         winners = np.argmax(scores, axis=-1)  # (n, K)
-        counts = np.zeros((n, M))
-        np.add.at(counts, (np.repeat(np.arange(n), K), winners.ravel()), 1.0)
+        counts = np.bincount((winners + M * np.arange(n)[:, None]).ravel(), minlength=n * M).reshape(n, M)
         return mix_uniform(counts / K, self.epsilon)
