@@ -204,3 +204,4 @@ from banditroute.cli import embed_routing as _embed_routing  # noqa: E402, F401 
 from banditroute.cli import models as _models  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import serve as _serve  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import tables as _tables  # noqa: E402, F401  (registers its commands)
+from banditroute.cli import twostage as _twostage  # noqa: E402, F401  (registers its commands)

@@ -44,6 +44,11 @@ REGISTRY: dict[str, PolicyEntry] = {
     "hpg": PolicyEntry("banditroute.policies.hpg:HPG", summary="hypentropy policy gradient, log-quadratic (tuned)"),
     "hpg-theory": PolicyEntry("banditroute.policies.hpg:TheoryHPG", summary="HPG with theory-style β, η (horizon=...)"),
     "hpg-free": PolicyEntry("banditroute.policies.hpg:ParameterFreeHPG", summary="HPG, no user-set η, τ, β"),
+    "hpg-fast": PolicyEntry(
+        "banditroute.policies.hpg:HPG",
+        {"mode": "fast", "fast_kwargs": {"rank": 32, "batch": 32}},
+        "HPG, factored low-rank store (rank 32, eigen-update every 32 rounds) for large d",
+    ),
     "hpg-euclid": PolicyEntry(
         "banditroute.policies.hpg:HPG",
         {"regularizer": "euclidean", "tau": None, "beta": None},
@@ -55,6 +60,10 @@ REGISTRY: dict[str, PolicyEntry] = {
         "log-linear with HPG's hypentropy OMD and ℓ1 ball (HPG ablation)",
     ),
     "constant": PolicyEntry("banditroute.policies.exp3:EXP3", summary="constant: EXP3 over models (ablation)"),
+    "two-stage": PolicyEntry(
+        "banditroute.twostage.system:TwoStage",
+        summary="two-stage recommender: N nominators (item pools, feature subsets) + ranker (Hron et al. 2021)",
+    ),
 }
 
 
