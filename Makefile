@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test bench bench-serve lint install clean
+.PHONY: demo test bench bench-serve bench-embed lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,25 @@ bench: $(VENV)/.stamp-test+bench
 bench-serve: $(VENV)/.stamp-test+serve
 	$(BIN)/python -m benchmarks.bench_serve
 
-lint: $(VENV)/.stamp-test+lint
+# Embedding routing on real data (issue 4): reward tables for SQuAD, SciFact, Cranfield and the mixed-domain
+# stream from five arms, BM25 and four real embedding models (embeddings cached under ~/.cache/banditroute; an interrupted run resumes), then
+# HPG against the baselines on each table. Add mpnet to EMBED_ARMS (after `banditroute fetch-model mpnet`, an
+# explicit download) for a 768-d arm, or minilm-l6-int8; they are left out by default to fit 2 cores.
+DATA       ?= ../shared/data
+TABLES     ?= tables
+EMBED_ARMS ?= bm25,glove-50,minilm-l3,minilm-l6,e5-small
+BUILD      = $(BIN)/banditroute build-table --models $(EMBED_ARMS) --context minilm-l6 --k 10 -q
+bench-embed: $(VENV)/.stamp-test+embed
+	$(BUILD) --dataset squad --data-dir $(DATA)/squad --metric rr --features length,bm25,lexical,qword --out $(TABLES)/squad.npz
+	$(BUILD) --dataset cranfield --data-dir $(DATA)/cranfield --metric ndcg --features length,bm25,lexical,qword --out $(TABLES)/cranfield.npz
+	$(BUILD) --dataset scifact --data-dir $(DATA)/scifact --metric ndcg --features length,bm25,lexical,qword --out $(TABLES)/scifact.npz
+	$(BUILD) --dataset mixed --data-dir $(DATA) --metric ndcg --max-queries 1000 --features length,bm25,lexical,qword,domain --out $(TABLES)/mixed.npz
+	$(BIN)/banditroute bench embed-routing --table $(TABLES)/squad.npz --table $(TABLES)/scifact.npz \
+		--table $(TABLES)/cranfield.npz --table $(TABLES)/mixed.npz --out runs/embed-routing
+
+# Tests cover every optional part (service, real embedders, two-stage data), so they install all the extras.
+TEST_EXTRAS := test+lint+serve+embed+twostage
+lint: $(VENV)/.stamp-$(TEST_EXTRAS)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy

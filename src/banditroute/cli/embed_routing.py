@@ -19,9 +19,9 @@ def embed_routing(
         "runs/embed-routing"
     ),
     seeds: Annotated[int, typer.Option(help="Seeds per (policy, order).")] = 5,
-    passes: Annotated[int, typer.Option(help="Passes over the table's queries per run (T = passes × n).")] = 2,
+    passes: Annotated[int, typer.Option(help="Passes over the table's queries per run (T = passes × n).")] = 1,
     orders: Annotated[str, typer.Option(help="Comma-separated arrival orders: shuffle, blocks.")] = "shuffle,blocks",
-    context_dim: Annotated[int, typer.Option(help="Principal components of the router context kept.")] = 64,
+    context_dim: Annotated[int, typer.Option(help="Principal components of the router context kept.")] = 32,
     jobs: JobsOpt = -1,
     quiet: QuietOpt = False,
 ) -> None:
