@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test bench bench-serve bench-embed lint install clean
+.PHONY: demo test bench bench-serve bench-embed bench-llm bench-two-stage lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ bench-embed: $(VENV)/.stamp-test+embed
 	$(BUILD) --dataset mixed --data-dir $(DATA) --metric ndcg --max-queries 1000 --features length,bm25,lexical,qword,domain --out $(TABLES)/mixed.npz
 	$(BIN)/banditroute bench embed-routing --table $(TABLES)/squad.npz --table $(TABLES)/scifact.npz \
 		--table $(TABLES)/cranfield.npz --table $(TABLES)/mixed.npz --out runs/embed-routing
+
+# LLM routing under budgets (issue 5) on LLMRouter's table; ~45 min on 2 cores, reruns resume.
+bench-llm: $(VENV)/.stamp-test+embed
+	$(BIN)/banditroute bench llm-routing --data llmrouter --data-dir $(DATA) --seeds 5 --jobs 2
+
+# Two-stage recommenders (issue 6): the synthetic and Yeast sweeps and the MoE comparison; reruns resume.
+bench-two-stage: $(VENV)/.stamp-test+twostage+torch
+	$(BIN)/banditroute bench two-stage --out runs/two-stage --figures docs/results/figures
 
 # Tests cover every optional part (service, real embedders, two-stage data), so they install all the extras.
 TEST_EXTRAS := test+lint+serve+embed+twostage
