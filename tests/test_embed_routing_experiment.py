@@ -28,7 +28,8 @@ def table_path(tmp_path: Path) -> Path:
 def test_projection_is_unit_norm_and_low_dimensional() -> None:
     X = np.random.default_rng(1).standard_normal((50, 10)) * np.arange(1, 11)
     Z = project_contexts(X, 4)
-    assert Z.shape == (50, 4)
+    assert Z.shape == (50, 5)
+    np.testing.assert_allclose(Z[:, -1], np.sqrt(0.5))
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0)
 
 

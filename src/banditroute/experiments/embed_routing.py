@@ -15,8 +15,8 @@ each query) it reports, with 95% confidence intervals:
    resumable and saved as Parquet).
 
 Router context. The table's context (a reference encoder's query embedding, possibly with cheap
-query features) is standardised, projected on its top ``context_dim`` principal directions and
-scaled to unit norm. Unit norm matches HPG's assumption ``‖x‖ ≤ 1`` (the nuclear radius τ then
+query features) is standardised, projected on its top ``context_dim`` principal directions,
+scaled to unit norm and given a constant feature (the whole row then has norm 1). Unit norm matches HPG's assumption ``‖x‖ ≤ 1`` (the nuclear radius τ then
 bounds the logit range) and the low dimension keeps exact HPG and LinUCB affordable; the
 projection is unsupervised (it never sees rewards), fitted on the table's queries, and saved
 beside the results so every policy sees the same contexts.
@@ -52,7 +52,12 @@ DEFAULT_POLICIES: tuple[PolicyRun, ...] = (
 
 
 def project_contexts(contexts: FloatArray, dim: int) -> FloatArray:
-    """Standardise, keep the top ``dim`` principal components, scale each row to unit norm."""
+    """Standardise, keep the top ``dim`` principal components, append a constant, scale rows to unit norm.
+
+    The constant feature gives the ridge policies (LinUCB, ε-greedy), which fit no intercept, a
+    per-model bias: without it a zero-mean context cannot express "model m is better on average",
+    and LinUCB lost 0.1 of average reward to the best single model on SQuAD for that reason alone.
+    """
     X = np.asarray(contexts, dtype=np.float64)
     dim = check_int(dim, "context_dim")
     Z = X - X.mean(axis=0)
@@ -62,7 +67,8 @@ def project_contexts(contexts: FloatArray, dim: int) -> FloatArray:
         _, _, Vt = np.linalg.svd(Z, full_matrices=False)
         Z = Z @ Vt[:dim].T
     norms = np.linalg.norm(Z, axis=1, keepdims=True)
-    out: FloatArray = Z / np.where(norms > 1e-12, norms, 1.0)
+    Z = Z / np.where(norms > 1e-12, norms, 1.0)
+    out: FloatArray = np.hstack([Z, np.ones((Z.shape[0], 1))]) / np.sqrt(2.0)
     return out
 
 
@@ -80,7 +86,7 @@ def prepare(table_path: Path, out_dir: Path, context_dim: int) -> tuple[Path, Re
     table = RewardTable.load(table_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     projected = out_dir / "table.npz"
-    meta = {**dict(table.metadata), "source_table": str(table_path), "context_projection": f"pca{context_dim}+unit"}
+    meta = {**dict(table.metadata), "source_table": str(table_path), "context_projection": f"pca{context_dim}+unit+const"}
     if projected.exists():
         existing = RewardTable.load(projected)
         if dict(existing.metadata) == json.loads(json.dumps(meta)) and existing.rewards.shape == table.rewards.shape:
