@@ -16,10 +16,11 @@ each query) it reports, with 95% confidence intervals:
 
 Router context. The table's context (a reference encoder's query embedding, possibly with cheap
 query features) is standardised, projected on its top ``context_dim`` principal directions,
-scaled to unit norm and given a constant feature (the whole row then has norm 1). Unit norm matches HPG's assumption ``‖x‖ ≤ 1`` (the nuclear radius τ then
-bounds the logit range) and the low dimension keeps exact HPG and LinUCB affordable; the
-projection is unsupervised (it never sees rewards), fitted on the table's queries, and saved
-beside the results so every policy sees the same contexts.
+scaled to unit norm and given a constant feature (the whole row then has norm 1). Unit norm
+matches HPG's assumption ``‖x‖ ≤ 1`` (the nuclear radius τ then bounds the logit range) and the
+low dimension keeps exact HPG and LinUCB affordable; the projection is unsupervised (it never
+sees rewards), fitted on the table's queries, and saved beside the results so every policy sees
+the same contexts.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def prepare(table_path: Path, out_dir: Path, context_dim: int) -> tuple[Path, Re
     table = RewardTable.load(table_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     projected = out_dir / "table.npz"
-    meta = {**dict(table.metadata), "source_table": str(table_path), "context_projection": f"pca{context_dim}+unit+const"}
+    projection = f"pca{context_dim}+unit+const"
+    meta = {**dict(table.metadata), "source_table": str(table_path), "context_projection": projection}
     if projected.exists():
         existing = RewardTable.load(projected)
         if dict(existing.metadata) == json.loads(json.dumps(meta)) and existing.rewards.shape == table.rewards.shape:
