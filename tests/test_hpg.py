@@ -16,7 +16,14 @@ from banditroute.core.types import BatchDecision
 from banditroute.core.validation import InputError
 from banditroute.envs.lowrank import LowRankExperts
 from banditroute.policies.base import Policy
-from banditroute.policies.hpg import HPG, ParameterFreeHPG, TheoryHPG
+from banditroute.policies.hpg import (
+    HPG,
+    EuclideanDualStore,
+    ExactDualStore,
+    ParameterFreeHPG,
+    TheoryHPG,
+    theory_hyperparameters,
+)
 from banditroute.policies.loglinear import LogLinearPG
 from banditroute.policies.ridge import LinUCB
 
@@ -38,8 +45,14 @@ def unit_rows(g: np.random.Generator, n: int, d: int) -> np.ndarray:
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
+def primal(policy: HPG) -> np.ndarray:
+    """Θ (M, D, D) of a dense-store policy."""
+    assert isinstance(policy.store, ExactDualStore | EuclideanDualStore)
+    return policy.store.primal()
+
+
 def nuclear_total(policy: HPG) -> float:
-    return float(np.abs(np.linalg.eigvalsh(policy.store.primal())).sum())  # type: ignore[attr-defined]
+    return float(np.abs(np.linalg.eigvalsh(primal(policy))).sum())
 
 
 # ------------------------------------------------------------------------------ slow reference
@@ -49,7 +62,8 @@ class ReferenceHPG:
 
     def __init__(self, M: int, d: int, eta: float, tau: float, beta: float, baseline: bool) -> None:
         self.M, self.D, self.eta, self.tau, self.beta = M, d + 1, eta, tau, beta
-        self.baseline, self.rewards = baseline, []  # type: ignore[var-annotated]
+        self.baseline = baseline
+        self.rewards: list[float] = []
         self.Theta = [np.zeros((self.D, self.D)) for _ in range(M)]
 
     def probs(self, x: np.ndarray) -> np.ndarray:
@@ -134,7 +148,23 @@ def test_inactive_projection_leaves_the_mirror_step_untouched() -> None:
     big, free = HPG(3, 4, tau=1e6), HPG(3, 4, tau=None)
     for policy in (big, free):
         policy.learn(x, policy.act(x, np.random.default_rng(0)), 0.7)
-    np.testing.assert_array_equal(big.store.primal(), free.store.primal())  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(primal(big), primal(free))
+
+
+def test_projection_tolerates_rounding_but_not_a_real_violation() -> None:
+    """A point on the sphere up to rounding (``τ(1 + 1e-13)``) is left alone; ``τ(1 + 1e-9)`` is projected."""
+    g = np.random.default_rng(11)
+    policy = HPG(3, 4, eta=2.0, tau=None, beta=0.05)
+    for x in unit_rows(g, 20, 4):
+        decision = policy.act(x, g)
+        policy.learn(x, decision, float(decision.action == 0))
+    norm = float(policy.store.nuclear_norms().sum())
+    before = policy.state_dict()["state"]
+    assert not policy._project(norm * (1 - 1e-13))
+    for key, value in policy.state_dict()["state"].items():
+        np.testing.assert_array_equal(value, before[key])
+    assert policy._project(norm * (1 - 1e-9))
+    assert nuclear_total(policy) == pytest.approx(norm * (1 - 1e-9), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------ REINFORCE estimator
@@ -148,7 +178,7 @@ def test_reinforce_estimate_is_unbiased() -> None:
         policy.learn(x, policy.act(x, g), g.random())
     x, r = unit_rows(g, 1, d)[0], g.random(M)
     xt = np.append(x, 1.0)
-    Theta = policy.store.primal()  # type: ignore[attr-defined]
+    Theta = primal(policy)
 
     def value(T: np.ndarray) -> float:
         logits = np.einsum("d,mde,e->m", xt, T, xt)
@@ -243,7 +273,7 @@ def test_parameter_free_radius_doubles_only_while_the_constraint_binds() -> None
 
 def test_parameter_free_step_size_is_capped_adagrad() -> None:
     g = np.random.default_rng(9)
-    policy = ParameterFreeHPG(3, 4)
+    policy = ParameterFreeHPG(3, 4, baseline=None)  # constant rewards: the default mean baseline would zero Ĝ
     assert policy.step_size() == 0.0
     norms = []
     for x in unit_rows(g, 30, 4):
@@ -278,6 +308,21 @@ def test_parameter_free_step_size_is_capped_adagrad() -> None:
 def test_bad_hyperparameters_are_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InputError):
         HPG(3, 4, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [((0, 4), {}), ((3, 0), {}), ((2.5, 4), {}), ((3, 4), {"tau": 0.0}), ((3, 4), {"horizon": 0})],
+)
+def test_theory_and_free_modes_validate_before_computing(args: tuple[Any, Any], kwargs: dict[str, Any]) -> None:
+    """Their hyper-parameters divide by n_arms and dim: bad counts must be InputError, not ZeroDivisionError."""
+    with pytest.raises(InputError):
+        TheoryHPG(*args, **kwargs)
+    with pytest.raises(InputError):
+        theory_hyperparameters(*args, tau=kwargs.get("tau", 1.0), horizon=kwargs.get("horizon", 10))
+    if not kwargs:
+        with pytest.raises(InputError):
+            ParameterFreeHPG(*args)
 
 
 @pytest.mark.parametrize("policy", [HPG(3, 4), HPG(3, 4, regularizer="euclidean", beta=None)], ids=["hyp", "euc"])

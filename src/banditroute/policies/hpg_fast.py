@@ -133,8 +133,8 @@ class FactoredDualStore:
 
         Acts on the eigenpairs of the last refresh — the ones ``ν`` was computed from; recorded
         terms stay recorded and are added at the next refresh. HPG projects right after a refresh
-        (nothing recorded); between refreshes it can only ask when rounding left the norm a hair
-        above ``τ``, and then ``ν`` is at rounding level.
+        (nothing recorded); between refreshes the norms do not change, and HPG's projection
+        tolerance (``hpg.PROJECTION_RTOL``) keeps it from re-projecting a point already on the ball.
         """
         nu = check_positive(nu, "nu", allow_zero=True)
         mu = np.sign(self.mu) * np.maximum(np.abs(self.mu) - nu, 0.0)
