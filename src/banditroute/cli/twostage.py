@@ -198,8 +198,8 @@ def _moe(data: str, out: Path, figures: Path, seeds: int, steps: int, jobs: int,
     from dataclasses import asdict
 
     import pandas as pd
-    from rich.progress import Progress
 
+    from banditroute.simulate.parallel import progress_bar, unordered_map
     from banditroute.twostage.sweep import multilabel_table_for
 
     table = multilabel_table_for(data)
@@ -217,15 +217,9 @@ def _moe(data: str, out: Path, figures: Path, seeds: int, steps: int, jobs: int,
             records.append(record)
         else:  # missing, damaged, or written by an older version: recompute
             todo.append((data, config, path))
-    with Progress(disable=quiet) as bar:
+    with progress_bar(not quiet) as bar:
         task = bar.add_task(f"{data}: MoE vs random pools", total=len(configs), completed=len(records))
-        if jobs == 1 or len(todo) <= 1:
-            finished: Any = (_moe_task(*t) for t in todo)
-        else:
-            from joblib import Parallel, delayed
-
-            finished = Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(_moe_task)(*t) for t in todo)
-        for record in finished:
+        for record in unordered_map(_moe_task, todo, jobs):
             records.append(record)
             bar.update(task, advance=1)
     frame = pd.DataFrame(records)

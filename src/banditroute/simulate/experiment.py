@@ -259,17 +259,9 @@ def _execute(
     exp: Experiment, todo: Sequence[tuple[PolicyRun, int, Path]], n_jobs: int, progress: bool, done: int
 ) -> None:
     """Run the missing tasks (in parallel when asked), advancing a progress bar as each finishes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from banditroute.simulate.parallel import progress_bar, unordered_map
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("runs (policy × seed)", total=done + len(todo), completed=done)
-        if n_jobs == 1 or len(todo) <= 1:
-            finished: Any = (_run_task(exp, *t) for t in todo)
-        else:
-            from joblib import Parallel, delayed
-
-            parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-            finished = parallel(delayed(_run_task)(exp, *t) for t in todo)
-        for label, seed in finished:
+        for label, seed in unordered_map(_run_task, [(exp, *t) for t in todo], n_jobs):
             bar.update(task, advance=1, description=f"runs (policy × seed) · done {label} seed {seed}")

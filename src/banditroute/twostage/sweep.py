@@ -186,7 +186,7 @@ def _read(path: Path, run: Run) -> dict[str, Any] | None:
 
 def run_sweep(runs: Sequence[Run], out_dir: str | Path, *, n_jobs: int = 1, progress: bool = True) -> pd.DataFrame:
     """Run every run without a finished file in ``out_dir/runs``; return all their records as a table."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from banditroute.simulate.parallel import progress_bar, unordered_map
 
     runs_dir = Path(out_dir) / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -200,16 +200,9 @@ def run_sweep(runs: Sequence[Run], out_dir: str | Path, *, n_jobs: int = 1, prog
             todo.append((run, path))
         else:
             records.append(record)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("two-stage runs", total=len(runs), completed=len(records))
-        if n_jobs == 1 or len(todo) <= 1:
-            finished: Any = (_run_one(*t) for t in todo)
-        else:
-            from joblib import Parallel, delayed
-
-            finished = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_run_one)(*t) for t in todo)
-        for record in finished:
+        for record in unordered_map(_run_one, todo, n_jobs):
             records.append(record)
             bar.update(task, advance=1)
     return pd.DataFrame(records)
