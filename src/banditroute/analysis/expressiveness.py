@@ -34,6 +34,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from banditroute.core.sampling import softmax
+from banditroute.core.scaling import column_moments
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int
 
@@ -53,11 +54,15 @@ class FittedPolicy:
     lam: float = 0.0
 
     def features(self, X: FloatArray) -> FloatArray:
-        Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
-        return np.hstack([Z, np.ones((Z.shape[0], 1))])
+        return _augment(np.asarray(X, dtype=np.float64), self.mean, self.scale)
 
     def probs(self, X: FloatArray) -> FloatArray:
         return softmax(_logits(self.kind, self.params, self.features(X), self.n_arms, self.rank))
+
+
+def _augment(X: FloatArray, mean: FloatArray, scale: FloatArray) -> FloatArray:
+    """``x̃ = ((x − mean) / scale, 1)`` for every row: standardised features and the bias feature."""
+    return np.hstack([(X - mean) / scale, np.ones((X.shape[0], 1))])
 
 
 def _split_quadratic(params: FloatArray, D: int, M: int, r: int) -> tuple[FloatArray, FloatArray]:
@@ -124,14 +129,12 @@ def fit_class(
         raise InputError(f"need contexts (n, d) and rewards (n, M) with the same n ≥ 2, got {X.shape}, {R.shape}")
     rank = check_int(rank, "rank")
     M = R.shape[1]
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    scale[scale < 1e-12] = 1.0
+    mean, scale = column_moments(X)
     if kind == "constant":
         params = np.full(M, -np.inf)
         params[int(np.argmax(R.mean(axis=0)))] = 0.0
         return FittedPolicy(kind, mean, scale, params, M)
-    Xt = np.hstack([(X - mean) / scale, np.ones((X.shape[0], 1))])
+    Xt = _augment(X, mean, scale)
     D = Xt.shape[1]
     rng = np.random.default_rng(seed)
     size = D * M if kind == "loglinear" else 2 * M * D * rank

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from banditroute.core.scaling import column_moments
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int
 from banditroute.data.datasets.mixed import MixedDataset, parts_of
@@ -261,9 +262,7 @@ def standardise(features: FloatArray) -> tuple[FloatArray, FloatArray, FloatArra
     embedding, so neither part of a concatenated context drowns the other. Returns
     ``(standardised, mean, std, scale)``; a new query ``f`` maps to ``(f − mean) / std · scale``.
     """
-    mean = features.mean(axis=0)
-    std = features.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
+    mean, std = column_moments(features)
     scale = 1.0 / np.sqrt(max(features.shape[1], 1))
     return (features - mean) / std * scale, mean, std, scale
 

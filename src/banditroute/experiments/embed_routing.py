@@ -35,6 +35,7 @@ import numpy as np
 
 from banditroute.analysis.expressiveness import ExpressivenessResult, class_expressiveness
 from banditroute.analysis.headroom import Headroom, routing_headroom
+from banditroute.core.scaling import column_moments
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int
 from banditroute.envs.reward_table import RewardTable
@@ -61,9 +62,8 @@ def project_contexts(contexts: FloatArray, dim: int) -> FloatArray:
     """
     X = np.asarray(contexts, dtype=np.float64)
     dim = check_int(dim, "context_dim")
-    Z = X - X.mean(axis=0)
-    std = Z.std(axis=0)
-    Z /= np.where(std > 1e-12, std, 1.0)
+    mean, std = column_moments(X)
+    Z = (X - mean) / std
     if dim < Z.shape[1]:
         _, _, Vt = np.linalg.svd(Z, full_matrices=False)
         Z = Z @ Vt[:dim].T

@@ -248,17 +248,32 @@ def _label(setting: tuple[Any, ...]) -> str:
     return f"{data} · {method.upper()} · |A|={M}, d={d}{noise_part} · train-on-{training}"
 
 
-def plot_relative_regret(summary: pd.DataFrame, path: Path, title: str = "") -> None:
-    """Figure 3 style: relative regret (÷ uniformly random agent) against ``d/s``, one panel per setting."""
+def _panel_grid(n_panels: int) -> tuple[Any, Any]:
+    """A figure with up to 3 panels per row and its flat array of axes (one per panel, maybe spare ones)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = _panels(summary)
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
+    cols = min(3, n_panels)
+    rows = math.ceil(n_panels / cols)
     fig = Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+
+
+def _finish_panels(fig: Any, axes: Any, n_panels: int, title: str, path: Path) -> None:
+    """Hide spare axes, put the legend on the first panel, title and save."""
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+
+
+def plot_relative_regret(summary: pd.DataFrame, path: Path, title: str = "") -> None:
+    """Figure 3 style: relative regret (÷ uniformly random agent) against ``d/s``, one panel per setting."""
+    panels = _panels(summary)
+    fig, axes = _panel_grid(len(panels))
     for ax, (setting, frame) in zip(axes, panels, strict=False):
         for N, line in frame.groupby("n_nominators"):
             line = line.sort_values("d_over_s")
@@ -271,28 +286,16 @@ def plot_relative_regret(summary: pd.DataFrame, path: Path, title: str = "") -> 
         ax.minorticks_off()
         ax.title.set_fontsize("small")
         ax.grid(alpha=0.3)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize="x-small")
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    _finish_panels(fig, axes, len(panels), title, path)
 
 
 def plot_shares(summary: pd.DataFrame, path: Path, rho: float, title: str = "") -> None:
     """Figure 4 style: nominator and ranker regret (÷ random agent's, stacked) against ``N`` at ``s = ⌊ρ d⌋``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     at_rho = [n_features_for(rho, d) for d in summary["dim"]]
     panels = _panels(summary[summary["n_features"] == np.array(at_rho, dtype=np.int64)])
     if not panels:
         raise InputError(f"no runs with rho = {rho:g} to plot")
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panel_grid(len(panels))
     for ax, (setting, frame) in zip(axes, panels, strict=False):
         frame = frame.sort_values("n_nominators")
         x = np.arange(len(frame))
@@ -307,8 +310,5 @@ def plot_shares(summary: pd.DataFrame, path: Path, rho: float, title: str = "") 
         ax.set(xlabel="nominators N (1 = single stage)", ylabel="regret / random agent's", title=_label(setting))
         ax.title.set_fontsize("small")
         ax.grid(alpha=0.3, axis="y")
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize="x-small")
-    fig.suptitle(title or f"Regret split at s = ⌊{rho:g}·d⌋ features per nominator (labels: nominator share)")
-    fig.savefig(path, dpi=110)
+    default = f"Regret split at s = ⌊{rho:g}·d⌋ features per nominator (labels: nominator share)"
+    _finish_panels(fig, axes, len(panels), title or default, path)
