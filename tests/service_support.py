@@ -163,11 +163,16 @@ class Postgres:
         data = self.dir / "data"
         self._run([_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
                    "--locale=C"])  # fmt: skip
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        self._run(
-            [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-t", "60", "-o", opts, "start"]
-        )
+        self.pg_ctl("start")
         return self
+
+    def pg_ctl(self, action: str, *args: str) -> None:
+        """``pg_ctl <action>`` on this cluster (``stop -m fast``, ``start``: a database outage)."""
+        data, log = str(self.dir / "data"), str(self.dir / "log")
+        if action == "start":
+            opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+            args = ("-l", log, "-w", "-t", "60", "-o", opts, *args)
+        self._run([_pg_bin("pg_ctl"), "-D", data, *args, action])
 
     @property
     def url(self) -> str:
@@ -184,7 +189,7 @@ class Postgres:
 
     def stop(self) -> None:
         try:
-            self._run([_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"])
+            self.pg_ctl("stop", "-m", "immediate")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -238,6 +243,23 @@ def unit_contexts(n: int, dim: int, seed: int) -> Iterator[list[float]]:
     for _ in range(n):
         x = rng.normal(size=dim)
         yield (x / np.linalg.norm(x)).tolist()
+
+
+def learn_in_process(router_config: Any, n: int, seed: int) -> None:
+    """Route ``n`` normal contexts through an in-process router and send feedback (1 when model ``a``
+    was chosen for ``x[0] > 0`` or ``b`` otherwise, else 0), then stop it: a learned, checkpointed log."""
+    from banditroute.service.router import Router
+
+    router = Router(router_config)
+    router.start()
+    rng = np.random.default_rng(seed)
+    try:
+        for _ in range(n):
+            x = rng.normal(size=router.dim)
+            out = router.route(context=x)
+            router.feedback(out["event_id"], float(out["model"] == ("a" if x[0] > 0 else "b")))
+    finally:
+        router.stop()
 
 
 # ---------------------------------------------------------------------- crash scenario

@@ -20,6 +20,7 @@ from banditroute.service.config import load_config, parse_config
 from banditroute.service.learner import replay
 from banditroute.service.router import Router
 from banditroute.service.storage import Storage, decode_state, encode_state
+from service_support import learn_in_process
 
 ADMIN = hash_key("admin")
 
@@ -123,29 +124,19 @@ def test_router_core_learns_in_fixed_groups_and_replays_identically(tmp_path: Pa
         router.stop()  # learns 18 rows (6 groups); rows 19-20 wait for their group
     store = Storage(cfg.storage.url)
     try:
-        seq, blob = store.latest_checkpoint()  # type: ignore[misc]
+        seq, state = next(store.verified_checkpoints())
         assert seq == 18
         fresh = router.new_policy()
         last, pending = replay(fresh, store.learn_rows(0), 3)
         assert (last, [r.seq for r in pending]) == (18, [19, 20])
         for k, v in fresh.state_dict()["state"].items():
-            np.testing.assert_array_equal(decode_state(blob)["state"][k], v)
+            np.testing.assert_array_equal(state["state"][k], v)
     finally:
         store.dispose()
 
 
 def test_ope_command_on_a_router_log(tmp_path: Path) -> None:
-    cfg = parse_config(config(tmp_path, checkpoint_every=50))
-    router = Router(cfg)
-    router.start()
-    rng = np.random.default_rng(1)
-    try:
-        for _ in range(300):
-            x = rng.normal(size=4)
-            out = router.route(context=x)
-            router.feedback(out["event_id"], float(out["model"] == ("a" if x[0] > 0 else "b")))
-    finally:
-        router.stop()
+    learn_in_process(parse_config(config(tmp_path, checkpoint_every=50)), 300, seed=1)
     runner = CliRunner()
     db = tmp_path / "r.db"
     args = ["ope", "--log", str(db), "-p", "current", "-p", "uniform", "-p", "fixed:a", "-p", "greedy",

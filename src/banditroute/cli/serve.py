@@ -44,20 +44,33 @@ def serve(
 
         from banditroute.service.app import create_app
         from banditroute.service.config import load_config
+        from banditroute.service.router import Router
 
         overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
         cfg = load_config(config, server=overrides) if overrides else load_config(config)
         # The learner thread holds the GIL in short bursts; a 1 ms switch interval (default 5 ms)
         # keeps a burst from delaying a routing request by more than that.
         sys.setswitchinterval(0.001)
-        uvicorn.run(
-            create_app(cfg),
-            host=cfg.server.host,
-            port=cfg.server.port,
-            log_level=log_level,
-            access_log=cfg.server.access_log,
-            timeout_graceful_shutdown=10,
-        )
+        # Started here, not in the app's lifespan, so that a start-up refusal (another router holds
+        # the log, a read-only database...) is one plain error line, not a uvicorn traceback.
+        router = Router(cfg)
+        try:
+            router.start()
+        except BaseException:
+            router.stop()
+            raise
+        try:
+            uvicorn.run(
+                create_app(cfg, router),
+                host=cfg.server.host,
+                port=cfg.server.port,
+                log_level=log_level,
+                access_log=cfg.server.access_log,
+                timeout_graceful_shutdown=10,
+            )
+        finally:  # uvicorn's shutdown stopped it, unless uvicorn itself failed (port in use...)
+            if router.running:
+                router.stop()
 
 
 @app.command("keygen")
@@ -110,7 +123,6 @@ def ope(
         from banditroute.envs.base import EnvSpec
         from banditroute.ope import ESTIMATORS, evaluate, fit_on_log, target_probs
         from banditroute.policies.registry import REGISTRY, make_policy
-        from banditroute.service.storage import decode_state
 
         store = _open_log(log)
         try:
@@ -118,11 +130,11 @@ def ope(
             if raw is None:
                 raise InputError(f"{log} is not a banditroute router log (no settings)")
             settings = json.loads(raw)
-            blog = store.export_log(tuple(settings["reward_range"]), last=last)
+            blog, skipped = store.export_log(tuple(settings["reward_range"]), last=last)
             if blog is None:
-                raise InputError("the log has no decisions with feedback yet")
+                raise InputError(f"the log has no valid decisions with feedback yet ({skipped} invalid rows skipped)")
             models = {m.name: m.slot for m in store.models()}
-            checkpoint = store.latest_checkpoint()
+            checkpoint = next(iter(store.verified_checkpoints()), None)
         finally:
             store.dispose()
         spec = EnvSpec(n_arms=settings["capacity"], dim=settings["dim"], reward_range=tuple(settings["reward_range"]))
@@ -141,7 +153,7 @@ def ope(
                 if checkpoint is None:
                     raise InputError("the log has no policy checkpoint yet ('current' needs one)")
                 pol = make_policy(settings["policy"], spec, **settings["params"])
-                pol.load_state_dict(decode_state(checkpoint[1]))
+                pol.load_state_dict(checkpoint[1])
             elif target == "uniform":
                 pol = make_policy("uniform", spec)
             elif target.startswith("fixed:"):
@@ -159,7 +171,8 @@ def ope(
             results[target] = {name: e.as_dict() for name, e in ests.items()}
 
     level = f"{100 * (1 - alpha):g}%"
-    table = Table(title=f"Off-policy estimates on {test.n} logged rows ({level} intervals)")
+    skip_note = f"; {skipped} invalid rows skipped" if skipped else ""
+    table = Table(title=f"Off-policy estimates on {test.n} logged rows ({level} intervals{skip_note})")
     for col in ("target", "estimator", "value", "s.e.", "normal", "bootstrap", "EL", "ESS"):
         table.add_column(col, justify="left" if col in ("target", "estimator") else "right")
     for target, ests in results.items():
@@ -168,7 +181,9 @@ def ope(
             table.add_row(target, name, f"{e['value']:.4f}", f"{e['std_error']:.4f}", *cells, f"{e['ess']:.0f}")
     console.print(table)
     if json_out is not None:
-        json_out.write_text(json.dumps({"rows": test.n, "alpha": alpha, "results": results}, indent=2))
+        json_out.write_text(
+            json.dumps({"rows": test.n, "skipped_rows": skipped, "alpha": alpha, "results": results}, indent=2)
+        )
 
 
 @bench_app.command("ope")

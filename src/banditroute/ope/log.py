@@ -16,6 +16,7 @@ import numpy as np
 
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import (
+    PROB_TOL,
     InputError,
     check_actions,
     check_contexts,
@@ -121,6 +122,41 @@ class BanditLog:
         if k > self.n:
             raise InputError(f"cannot cut {self.n} rows into {k} non-empty shards")
         return [self.subset(part) for part in np.array_split(np.arange(self.n), k)]
+
+
+def valid_rows(
+    contexts: FloatArray,
+    actions: IntArray,
+    probs: FloatArray,
+    allowed: np.ndarray,
+    rewards: FloatArray | None = None,
+    reward_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Which of ``n`` logged rows a :class:`BanditLog` accepts, as a boolean ``(n,)`` mask.
+
+    A row is valid when its context is finite, its probability vector is finite, non-negative, sums
+    to one (within ``PROB_TOL``) and puts no mass outside the allowed arms, its action is an arm
+    with positive probability and its reward (when given) is finite and inside ``reward_range``.
+    The router checks each decision with this before logging it; readers of a log skip (and count)
+    the rows that fail, which only a log damaged or edited outside the service can hold.
+    """
+    contexts = np.asarray(contexts, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    actions = np.asarray(actions)
+    n, M = probs.shape
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.all(np.isfinite(contexts), axis=1) & np.all(np.isfinite(probs), axis=1)
+        ok &= np.all(probs >= 0, axis=1) & (np.abs(probs.sum(axis=1) - 1.0) <= PROB_TOL)
+        ok &= ~np.any((probs > 0) & ~np.asarray(allowed, dtype=bool), axis=1)
+        in_range = (actions >= 0) & (actions < M)
+        chosen = probs[np.arange(n), np.where(in_range, actions, 0)]
+        ok &= in_range & (chosen > 0)
+        if rewards is not None:
+            r = np.asarray(rewards, dtype=np.float64)
+            ok &= np.isfinite(r)
+            if reward_range is not None:
+                ok &= (r >= reward_range[0]) & (r <= reward_range[1])
+    return np.asarray(ok, dtype=bool)
 
 
 def collect_log(

@@ -18,37 +18,60 @@ endpoint                 key      does
 ``GET /``                none     the dashboard page (its data needs a client key)
 =======================  =======  ============================================================
 
-Errors are JSON ``{"detail": "..."}``: 401 no key, 403 wrong key, 404, 409, 410, 413 body over
-``server.max_body_bytes``, 422 invalid input (messages never echo the submitted values). Routing
-and feedback run on the event loop, one at a time, which is what keeps the log's feedback order
-the learning order; embedding and retrieval run in the thread pool.
+Errors are JSON ``{"detail": "..."}``: 401 no key, 403 wrong or expired key (checked first, before
+the body is read), 404, 409, 410, 413 body over ``server.max_body_bytes``, 422 invalid input
+(ids outside ``[1, 2**63 - 1]``, control characters in names or request ids, ``/`` in model names;
+messages never echo the submitted values). ``SIGHUP`` re-reads ``auth.key_file``. Routing
+and feedback run on one writer thread, one at a time in arrival order, which is what keeps the
+log's feedback order the learning order; so does every other call that uses the log's connection.
+The event loop never waits on the database itself, so ``/healthz`` (its own probe connection, in
+the thread pool) and ``/metrics`` answer while a write waits on a lock. Embedding and retrieval run
+in the thread pool. Storage faults answer 503 ``{"detail": "storage unavailable: ..."}`` with
+``Retry-After`` (docs/reliability.md); other database errors are logged as one line and answer 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+import sqlalchemy as sa
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banditroute.core.validation import InputError
 from banditroute.service.auth import Forbidden, KeyChecker, Role, Unauthorized
-from banditroute.service.config import ServiceConfig
+from banditroute.service.config import MODEL_NAME, PRINTABLE, ServiceConfig
 from banditroute.service.metrics import CONTENT_TYPE
 from banditroute.service.router import Conflict, Gone, NotFound, Router
+from banditroute.service.storage import StorageUnavailable, describe
 
 log = logging.getLogger("banditroute.service")
+T = TypeVar("T")
 
 MAX_TEXT = 20_000
 MAX_NAMES = 1024
+
+
+# What storage can hold and a client may send: ids are signed 64-bit (BIGINT) and >= 1; names and
+# request ids are printable (no NUL or other control characters, which PostgreSQL text refuses);
+# model names also exclude "/" (a name must fit in the path of ``DELETE /v1/models/{name}``).
+MAX_ID = 2**63 - 1
+EventId = Annotated[int, Field(ge=1, le=MAX_ID)]
+RequestId = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
+ModelName = Annotated[str, Field(min_length=1, max_length=100, pattern=MODEL_NAME)]
 
 
 class _Body(BaseModel):
@@ -58,12 +81,12 @@ class _Body(BaseModel):
 class RouteBody(_Body):
     context: list[float] | None = None
     query: str | None = Field(None, max_length=MAX_TEXT)
-    candidates: list[str] | None = Field(None, max_length=MAX_NAMES)
-    request_id: str | None = Field(None, min_length=1, max_length=200)
+    candidates: list[ModelName] | None = Field(None, max_length=MAX_NAMES)
+    request_id: RequestId | None = None
 
 
 class FeedbackBody(_Body):
-    event_id: int
+    event_id: EventId
     reward: float
     cost: float | None = None
 
@@ -71,12 +94,12 @@ class FeedbackBody(_Body):
 class SearchBody(_Body):
     query: str = Field(min_length=1, max_length=MAX_TEXT)
     k: int | None = Field(None, ge=1, le=1000)
-    candidates: list[str] | None = Field(None, max_length=MAX_NAMES)
-    request_id: str | None = Field(None, min_length=1, max_length=200)
+    candidates: list[ModelName] | None = Field(None, max_length=MAX_NAMES)
+    request_id: RequestId | None = None
 
 
 class ModelBody(_Body):
-    name: str = Field(min_length=1, max_length=100)
+    name: ModelName
 
 
 class BodyLimit:
@@ -111,28 +134,105 @@ class BodyLimit:
         return f"request body larger than {self.max_bytes} bytes"
 
 
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/openapi.json"})
+
+
+def required_role(method: str, path: str) -> Role | None:
+    """The role a request needs: none for the public paths, admin to add or retire models, else client."""
+    if path in PUBLIC_PATHS:
+        return None
+    if (method == "POST" and path == "/v1/models") or (method == "DELETE" and path.startswith("/v1/models/")):
+        return Role.ADMIN
+    return Role.CLIENT
+
+
+class Authenticate:
+    """Checks the API key before anything reads the body: without a valid key a request gets 401 or
+    403 whatever its body holds (not a 422 that would tell an anonymous caller about the schema)."""
+
+    def __init__(self, app: ASGIApp, keys: KeyChecker) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        role = required_role(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if role is not None:
+            try:
+                self.keys.require(Headers(scope=scope), role)
+            except Unauthorized as exc:
+                headers = {"WWW-Authenticate": "Bearer"}
+                await JSONResponse({"detail": str(exc)}, status_code=401, headers=headers)(scope, receive, send)
+                return
+            except Forbidden as exc:
+                await JSONResponse({"detail": str(exc)}, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _problem(error: Any) -> str:
+    """One validation problem as ``field: message``, without the submitted value or unknown key names."""
+    if error["type"] == "extra_forbidden":
+        return "body: unexpected field"
+    return f"{'.'.join(str(p) for p in error['loc'][1:]) or 'body'}: {error['msg']}"
+
+
 def _dashboard_html() -> str:
     return files("banditroute.service").joinpath("static/dashboard.html").read_text(encoding="utf-8")
+
+
+def _on_sighup(keys: KeyChecker) -> Callable[[], None]:
+    """Re-read the key file on ``SIGHUP`` (a failed read keeps the current keys); returns the undo.
+    Only the main thread's loop can take signals: elsewhere (an in-process test client) this does nothing."""
+
+    def reload() -> None:
+        try:
+            log.info("SIGHUP: key file re-read, %d keys accepted", keys.reload())
+        except InputError as exc:
+            log.error("SIGHUP: key file not reloaded, the current keys stay: %s", exc)
+
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, ValueError, NotImplementedError, AttributeError):
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
 
 
 def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
     """The ASGI app of one router; starting the app (lifespan) starts the router."""
     router = router or Router(config)
-    keys = KeyChecker(config.auth.api_key_hashes, config.auth.admin_key_hashes)
+    keys = KeyChecker(config.auth.api_key_hashes, config.auth.admin_key_hashes, config.auth.key_file)
     dashboard = _dashboard_html()
+
+    writer: ThreadPoolExecutor | None = None  # the one thread that uses the log's connection
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            router.start()
-        except Exception:
-            router.stop()
-            raise
+        nonlocal writer
+        if not router.running:  # `banditroute serve` starts it before uvicorn, to report start-up errors plainly
+            try:
+                router.start()
+            except Exception:
+                router.stop()
+                raise
         app.state.router = router
+        hangup = _on_sighup(keys)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-writer")
         try:
             yield
         finally:
+            hangup()
+            writer.shutdown(wait=True)  # the calls already queued finish first
             router.stop()
+
+    async def serial(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call`` on the writer thread, after every call queued before it (module docstring)."""
+        assert writer is not None, "the app is not started"
+        return await asyncio.get_running_loop().run_in_executor(writer, functools.partial(call, *args, **kwargs))
 
     app = FastAPI(
         title="banditroute router",
@@ -142,11 +242,11 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
+    app.add_middleware(Authenticate, keys=keys)  # outermost: before the body is read
 
     def error(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handler(request: Request, exc: Exception) -> JSONResponse:
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+            return JSONResponse({"detail": str(exc)}, status_code=status)
 
         return handler
 
@@ -155,69 +255,67 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         (NotFound, 404),
         (Gone, 410),
         (Conflict, 409),
-        (Unauthorized, 401),
-        (Forbidden, 403),
     ]:
         app.add_exception_handler(exc_type, error(status))
 
+    @app.exception_handler(StorageUnavailable)
+    async def unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        router.metrics.storage_unavailable.inc()
+        body = {"detail": str(exc), "retry_after_s": 1}  # nothing of the request was kept
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    async def database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        log.error("%s %s: database error: %s", request.method, request.url.path, describe(exc))  # one line
+        return JSONResponse({"detail": "internal storage error"}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()[:10]
-        )  # no 'input' echo: contexts and keys stay out of responses and logs
+        problems = "; ".join(_problem(e) for e in exc.errors()[:10])  # no echo: inputs stay out of responses
         return JSONResponse({"detail": problems}, status_code=422)
 
-    # Dependencies run before the body is validated: a request without a valid key learns nothing.
-    async def client(request: Request) -> None:  # async: no thread-pool hop per request
-        keys.require(request.headers, Role.CLIENT)
-
-    async def admin(request: Request) -> None:
-        keys.require(request.headers, Role.ADMIN)
-
-    as_client, as_admin = [Depends(client)], [Depends(admin)]
-
-    @app.post("/v1/route", dependencies=as_client)
+    @app.post("/v1/route")
     async def route(body: RouteBody) -> JSONResponse:
         context: Any = body.context
         if body.query is not None and body.context is None:
             context = await run_in_threadpool(router.embed, body.query)
         elif body.query is not None:
             raise InputError("send exactly one of 'context' (a vector) and 'query' (text)")
-        out = router.route(context=context, candidates=body.candidates, request_id=body.request_id)
+        out = await serial(router.route, context=context, candidates=body.candidates, request_id=body.request_id)
         return JSONResponse(out)
 
-    @app.post("/v1/feedback", dependencies=as_client)
+    @app.post("/v1/feedback")
     async def feedback(body: FeedbackBody) -> JSONResponse:
-        return JSONResponse(router.feedback(body.event_id, body.reward, body.cost))
+        return JSONResponse(await serial(router.feedback, body.event_id, body.reward, body.cost))
 
-    @app.post("/v1/search", dependencies=as_client)
+    @app.post("/v1/search")
     async def search(body: SearchBody) -> JSONResponse:
         if router.retrieval is None:
             raise NotFound("retrieval mode is not configured ([retrieval] in the router config)")
         x = await run_in_threadpool(router.embed, body.query)
-        out, k = router.search_decide(x, k=body.k, candidates=body.candidates, request_id=body.request_id)
+        out, k = await serial(router.search_decide, x, k=body.k, candidates=body.candidates, request_id=body.request_id)
         out["items"] = await run_in_threadpool(router.search_items, out["model"], body.query, k)
         return JSONResponse(out)
 
-    @app.get("/v1/models", dependencies=as_client)
+    @app.get("/v1/models")
     async def list_models() -> JSONResponse:
         return JSONResponse({"models": router.list_models()})
 
-    @app.post("/v1/models", status_code=201, dependencies=as_admin)
+    @app.post("/v1/models", status_code=201)
     async def add_model(body: ModelBody) -> JSONResponse:
-        return JSONResponse(router.add_model(body.name), status_code=201)
+        return JSONResponse(await serial(router.add_model, body.name), status_code=201)
 
-    @app.delete("/v1/models/{name}", dependencies=as_admin)
+    @app.delete("/v1/models/{name}")
     async def retire_model(name: str) -> JSONResponse:
-        return JSONResponse(router.retire_model(name))
+        return JSONResponse(await serial(router.retire_model, name))
 
-    @app.get("/v1/stats", dependencies=as_client)
+    @app.get("/v1/stats")
     async def stats() -> JSONResponse:
-        return JSONResponse(router.stats())
+        return JSONResponse(await serial(router.stats))
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        state = router.health()
+        state = await run_in_threadpool(router.health)
         return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
 
     @app.get("/metrics")

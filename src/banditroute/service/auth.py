@@ -4,18 +4,21 @@ Keys are 256-bit random tokens (:func:`new_key`), so an unsalted SHA-256 is the 
 (as for GitHub or Stripe tokens): nothing to brute-force, and checking costs microseconds per
 request where a password KDF would cost milliseconds. A request sends its key as
 ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key: 401; an unknown key, or a client
-key on an admin endpoint: 403. Admin keys may call every endpoint.
+key on an admin endpoint: 403. Admin keys may call every endpoint. Keys in the optional key file
+may expire (``expires_at``); the file is re-read on ``SIGHUP`` (:meth:`KeyChecker.reload`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from enum import Enum
 
-from banditroute.service.config import KEY_HASH_PREFIX
+from banditroute.service.config import KEY_HASH_PREFIX, load_key_file
 
 
 class Role(Enum):
@@ -42,10 +45,33 @@ def hash_key(key: str) -> str:
 
 
 class KeyChecker:
-    """Resolves the key of a request to a :class:`Role`."""
+    """Resolves the key of a request to a :class:`Role`.
 
-    def __init__(self, api_key_hashes: Iterable[str], admin_key_hashes: Iterable[str]) -> None:
-        self._hashes = [(h, Role.CLIENT) for h in api_key_hashes] + [(h, Role.ADMIN) for h in admin_key_hashes]
+    Keys come from the config's hash lists and, optionally, a key file (:class:`KeyEntry`: role and
+    expiry per key) that :meth:`reload` re-reads — the server calls it on ``SIGHUP``. An expired
+    key is refused like an unknown one (403).
+    """
+
+    def __init__(
+        self,
+        api_key_hashes: Iterable[str],
+        admin_key_hashes: Iterable[str],
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._fixed = [(h, Role.CLIENT, None) for h in api_key_hashes]
+        self._fixed += [(h, Role.ADMIN, None) for h in admin_key_hashes]
+        self.key_file = key_file
+        self._hashes: list[tuple[str, Role, datetime | None]] = []
+        self.reload()
+
+    def reload(self) -> int:
+        """Re-read the key file (a no-op without one); returns the number of keys now accepted.
+
+        An unreadable or invalid file raises :class:`InputError` and leaves the current keys in place.
+        """
+        entries = [] if self.key_file is None else load_key_file(self.key_file)
+        self._hashes = self._fixed + [(e.hash, Role(e.role), e.expires_at) for e in entries]
+        return len(self._hashes)
 
     @staticmethod
     def key_from_headers(headers: Mapping[str, str]) -> str | None:
@@ -62,9 +88,10 @@ class KeyChecker:
         if key is None:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         digest = hash_key(key)
+        now = datetime.now(UTC)
         found = None
-        for h, role in self._hashes:  # compare with every hash, in constant time each
-            if hmac.compare_digest(h, digest):
+        for h, role, expires_at in self._hashes:  # compare with every hash, in constant time each
+            if hmac.compare_digest(h, digest) and (expires_at is None or now < expires_at):
                 found = role
         if found is None:
             raise Forbidden("invalid API key")

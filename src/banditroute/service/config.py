@@ -9,6 +9,7 @@ Example (``router.toml``)::
     learn_batch = 1                         # feedback rows per learning step (HPG fast mode: e.g. 16)
     checkpoint_every = 5000                 # learned rows between policy checkpoints (a restart replays fewer)
     feedback_ttl_s = 86400                  # later feedback is refused with 410
+    max_context_norm = 1e3                  # optional: contexts with a larger L2 norm get 422
 
     [policy]
     name = "linucb"                         # any name of `banditroute policies`
@@ -16,12 +17,14 @@ Example (``router.toml``)::
 
     [storage]
     url = "sqlite:///router.db"             # or "postgresql+psycopg://user@host:5432/db"
+    timeout_s = 5.0                         # longest wait of one storage call, then 503
 
     [auth]
     api_key_hashes = ["sha256:..."]         # `banditroute keygen` prints a key and its hash
     admin_key_hashes = ["sha256:..."]
+    key_file = "keys.toml"                  # optional: keys with expiry, re-read on SIGHUP
 
-Relative SQLite paths and corpus paths are resolved against the directory of the TOML file.
+Relative SQLite, corpus and key-file paths are resolved against the directory of the TOML file.
 Optional tables: ``[server]`` (host, port, request-size limit), ``[embedder]`` (turns query text
 into contexts), ``[retrieval]`` (corpus and one retriever per arm, for ``POST /v1/search``) and
 ``[ope]`` (the dashboard's off-policy estimates).
@@ -31,14 +34,20 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from banditroute.core.validation import InputError
 
 KEY_HASH_PREFIX = "sha256:"
+# Text a client or the config may name things with: no control characters (C0, DEL, C1; PostgreSQL
+# text refuses NUL), and model names without "/" so that each fits in a URL path segment.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
+MODEL_NAME = r"^[^\x00-\x1f\x7f-\x9f/]+$"
+ModelName = Annotated[str, Field(min_length=1, max_length=100, pattern=MODEL_NAME)]
 
 
 class _Strict(BaseModel):
@@ -62,7 +71,7 @@ class ComponentConfig(_Strict):
 class RetrievalArm(_Strict):
     """One routing target of retrieval mode: a named retriever over the shared corpus."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: ModelName
     retriever: ComponentConfig
     active: bool = True  # inactive arms are indexed at start and can be added at run time
 
@@ -76,7 +85,7 @@ class RetrievalConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    models: list[str] = Field(default_factory=list)
+    models: list[ModelName] = Field(default_factory=list)
     max_models: int | None = Field(default=None, ge=1, le=1024)
     dim: int | None = Field(default=None, ge=1)
     reward_range: tuple[float, float] = (0.0, 1.0)
@@ -86,12 +95,13 @@ class RouterConfig(_Strict):
     checkpoint_every: int = Field(default=5000, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)
     publish_interval_s: float = Field(default=0.2, ge=0)  # copying the state costs O(M d²) per publish
+    max_context_norm: float | None = Field(default=None, gt=0)  # larger contexts are refused with 422
 
     @field_validator("models")
     @classmethod
     def _unique_models(cls, models: list[str]) -> list[str]:
-        if len(set(models)) != len(models) or not all(m and len(m) <= 100 for m in models):
-            raise ValueError("model names must be unique, non-empty strings of at most 100 characters")
+        if len(set(models)) != len(models):
+            raise ValueError("model names must be unique")
         return models
 
     @field_validator("reward_range")
@@ -104,26 +114,80 @@ class RouterConfig(_Strict):
 
 class StorageConfig(_Strict):
     url: str = "sqlite:///router.db"
+    # Longest wait of one storage call (SQLite busy timeout; PostgreSQL connect, statement and lock
+    # timeouts); a call that would wait longer answers 503 (docs/reliability.md).
+    timeout_s: float = Field(default=5.0, gt=0, le=600)
+
+
+def _check_hash(h: str) -> str:
+    hexpart = h.removeprefix(KEY_HASH_PREFIX)
+    if not h.startswith(KEY_HASH_PREFIX) or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise ValueError("key hashes look like 'sha256:<64 lowercase hex digits>' (see `banditroute keygen`)")
+    return h
 
 
 class AuthConfig(_Strict):
-    """Hashes (``sha256:<hex>``) of the accepted keys; the keys themselves are never stored."""
+    """Hashes (``sha256:<hex>``) of the accepted keys; the keys themselves are never stored.
+
+    ``key_file`` optionally names a TOML file of further keys, each with a role and an optional
+    expiry (:class:`KeyEntry`); the server re-reads it on ``SIGHUP``, so keys can be rotated and
+    revoked without a restart (docs/reliability.md).
+    """
 
     api_key_hashes: list[str] = Field(default_factory=list)
-    admin_key_hashes: list[str] = Field(min_length=1)
+    admin_key_hashes: list[str] = Field(default_factory=list)
+    key_file: Path | None = None
 
     @field_validator("api_key_hashes", "admin_key_hashes")
     @classmethod
     def _hashes(cls, hashes: list[str]) -> list[str]:
-        for h in hashes:
-            hexpart = h.removeprefix(KEY_HASH_PREFIX)
-            if (
-                not h.startswith(KEY_HASH_PREFIX)
-                or len(hexpart) != 64
-                or any(c not in "0123456789abcdef" for c in hexpart)
-            ):
-                raise ValueError("key hashes look like 'sha256:<64 lowercase hex digits>' (see `banditroute keygen`)")
-        return hashes
+        return [_check_hash(h) for h in hashes]
+
+    @model_validator(mode="after")
+    def _some_admin(self) -> AuthConfig:
+        if not self.admin_key_hashes and self.key_file is None:
+            raise ValueError("admin_key_hashes must name at least one key (or set key_file)")
+        return self
+
+
+class KeyEntry(_Strict):
+    """One ``[[keys]]`` entry of a key file: ``hash``, ``role`` and an optional ``expires_at``
+    (a TOML date-time with offset, e.g. ``2027-01-01T00:00:00Z``)."""
+
+    hash: str
+    role: Literal["client", "admin"]
+    expires_at: datetime | None = None
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, h: str) -> str:
+        return _check_hash(h)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, t: datetime | None) -> datetime | None:
+        if t is not None and t.tzinfo is None:
+            raise ValueError("expires_at needs a time zone (e.g. 2027-01-01T00:00:00Z)")
+        return t
+
+
+class _KeyFile(_Strict):
+    keys: list[KeyEntry] = Field(default_factory=list)
+
+
+def load_key_file(path: str | os.PathLike[str]) -> list[KeyEntry]:
+    """The entries of a key file; a missing or invalid file raises :class:`InputError` (keys not echoed)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return _KeyFile.model_validate(raw).keys
+    except FileNotFoundError:
+        raise InputError(f"key file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable TOML key file: {type(exc).__name__}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"{path}: invalid key file: {problems}") from None
 
 
 class ServerConfig(_Strict):
@@ -209,6 +273,10 @@ def parse_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] = ".") ->
         if rel and rel != ":memory:" and not Path(rel).is_absolute():
             storage["url"] = f"sqlite:///{base / rel}"
             raw["storage"] = storage
+    auth = raw.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("key_file"), str):
+        key_file = Path(auth["key_file"])
+        raw["auth"] = {**auth, "key_file": key_file if key_file.is_absolute() else base / key_file}
     retrieval = raw.get("retrieval")
     if isinstance(retrieval, dict) and isinstance(retrieval.get("corpus"), str):
         corpus = Path(retrieval["corpus"])

@@ -13,26 +13,45 @@ Routing never waits on learning: the learner owns its policy object and, after l
 reference swap — at most every ``publish_interval_s`` while feedback keeps arriving, at once when
 the queue runs dry. Checkpoints (every ``checkpoint_every`` rows, at group boundaries, and at
 shutdown) bound how much a restart replays.
+
+A storage fault (:class:`~banditroute.service.storage.StorageUnavailable`) while checkpointing or
+reading a gap from the log does not stop the learner: it retries with exponential backoff until the
+database answers again (the rows it holds stay queued, in order); the router's ``/healthz`` shows
+the fault meanwhile. Only an unexpected error stops it (``failed``), and health then says so.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import numpy as np
 
 from banditroute.core.types import BatchDecision
 from banditroute.core.validation import InputError
 from banditroute.policies.base import Policy
-from banditroute.service.storage import LearnRow, Storage, decode_state, encode_state
+from banditroute.service.storage import (
+    RECONNECT_MAX_S,
+    RECONNECT_MIN_S,
+    LearnRow,
+    Storage,
+    StorageUnavailable,
+    encode_state,
+)
 
 log = logging.getLogger("banditroute.service")
 
 _STOP = object()
+T = TypeVar("T")
+
+
+class _Stopping(Exception):
+    """Stop was requested while a storage call was being retried (the log keeps the rows)."""
 
 
 def learn_group(policy: Policy, rows: list[LearnRow]) -> None:
@@ -105,6 +124,7 @@ class Learner:
         self.pending: list[LearnRow] = []
         self.failed = False
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._published_at = 0.0
         self._published_seq = -1
@@ -116,17 +136,26 @@ class Learner:
 
     # ------------------------------------------------------------------ start-up
     def restore(self) -> int:
-        """Load the newest checkpoint and replay the later feedback; returns rows replayed."""
-        found = self.storage.latest_checkpoint()
-        if found is not None:
-            seq, blob = found
+        """Load the newest sound checkpoint and replay the later feedback; returns rows replayed.
+
+        A corrupt checkpoint (checksum, decoding) or one covering rows the log does not hold is
+        skipped with a warning for the next older one, and without any the whole log is replayed —
+        replay is always correct, a checkpoint only saves time. A sound checkpoint that does not
+        load into the configured policy stops start-up: the config, not the checkpoint, is wrong.
+        """
+        logged = self.storage.max_seq()
+        for seq, state in self.storage.verified_checkpoints():
+            if seq > logged:
+                log.warning("skipping the checkpoint at row %d: the log holds only %d rows", seq, logged)
+                continue
             if seq % self.batch:
                 raise InputError(f"checkpoint at row {seq} is not at a learn_batch={self.batch} boundary")
             try:
-                self.policy.load_state_dict(decode_state(blob))
-            except InputError as exc:
+                self.policy.load_state_dict(state)
+            except (InputError, KeyError, ValueError, TypeError) as exc:
                 raise InputError(f"the stored policy checkpoint does not fit this config: {exc}") from None
             self.applied_seq = self.checkpoint_seq = seq
+            break
         start = self.applied_seq
         last, self.pending = replay(self.policy, self.storage.learn_rows(start), self.batch)
         self.applied_seq = max(start, last)
@@ -145,11 +174,15 @@ class Learner:
     def stop(self, timeout: float = 30.0) -> None:
         """Learn everything submitted, write a final checkpoint, stop the thread."""
         if self._thread is not None:
+            self._stopping.set()  # a storage call being retried gives up: the log keeps the rows
             self._queue.put(_STOP)
             self._thread.join(timeout)
             self._thread = None
         if not self.failed and self.applied_seq > self.checkpoint_seq:
-            self._checkpoint()
+            try:
+                self._checkpoint()
+            except StorageUnavailable as exc:  # a restart replays from the previous checkpoint
+                log.warning("final checkpoint skipped: %s", exc)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self.failed
@@ -168,9 +201,11 @@ class Learner:
                 ):
                     self._publish()
                 if self.applied_seq - self.checkpoint_seq >= self.checkpoint_every:
-                    self._checkpoint()
+                    self._retrying("checkpoint", self._checkpoint)
                 if stop:
                     return
+        except _Stopping:
+            return
         except Exception:  # the service reports itself unhealthy; the log keeps every row for a restart
             self.failed = True
             log.exception("learner stopped on an unexpected error")
@@ -181,10 +216,25 @@ class Learner:
             if row.seq < expected:
                 continue
             if row.seq > expected:  # never expected; recover the gap from the log
-                missing = [r for r in self.storage.learn_rows(expected - 1) if r.seq < row.seq]
-                for r in missing:
+                for r in self._retrying("reading the log", functools.partial(self._gap, expected, row.seq)):
                     self._add(r)
             self._add(row)
+
+    def _gap(self, first: int, end: int) -> list[LearnRow]:
+        """Rows ``first .. end - 1`` from the log."""
+        return [r for r in self.storage.learn_rows(first - 1) if r.seq < end]
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, retried with exponential backoff while storage is unavailable."""
+        delay = RECONNECT_MIN_S
+        while True:
+            try:
+                return call()
+            except StorageUnavailable as exc:
+                log.warning("learner: %s failed (%s); retrying in %.2f s", what, exc, delay)
+            if self._stopping.wait(delay):
+                raise _Stopping
+            delay = min(2 * delay, RECONNECT_MAX_S)
 
     def _add(self, row: LearnRow) -> None:
         self.pending.append(row)

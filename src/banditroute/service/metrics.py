@@ -73,6 +73,9 @@ class RouterMetrics:
         self.learned = Counter("banditroute_learned_rows", "Feedback rows learned", registry=r)
         self.policy_version = Gauge("banditroute_policy_version", "Rows learned by the serving policy", registry=r)
         self.learn_lag = Gauge("banditroute_learn_lag_rows", "Accepted feedback not yet learned", registry=r)
+        self.storage_unavailable = Counter(
+            "banditroute_storage_unavailable", "Requests answered 503 because storage was unavailable", registry=r
+        )
         self.recent = _Recent(names, window)
         r.register(self.recent)
 

@@ -5,8 +5,11 @@
 (:mod:`banditroute.policies.restrict`), logged with its context and full probability vector, and
 answered with its event id. Feedback is validated against the log (unknown event: 404, too late:
 410, repeated: acknowledged, not learned again), committed with the next learning sequence number
-and handed to the learner. Decisions and feedback are written from one thread (the event loop):
-that is what makes the sequence numbers gap-free and the learning order the commit order.
+and handed to the learner. Decisions and feedback are written from one thread (the app's writer
+thread): that is what makes the sequence numbers gap-free and the learning order the commit order.
+A write that fails (:class:`~banditroute.service.storage.StorageUnavailable`, HTTP 503) is not
+answered, and the next write re-reads the event and sequence counters from the log; one router
+writes to a log at a time (:mod:`banditroute.service.writer_lock`). See docs/reliability.md.
 
 Models live in *slots* of a policy built for ``capacity`` arms: a model added at run time takes
 the next free slot (a cold start from the policy's prior), a retired one keeps its slot but is
@@ -18,17 +21,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder, Retriever
 from banditroute.envs.base import EnvSpec
+from banditroute.ope.log import valid_rows
 from banditroute.ope.reward_model import cross_fit
 from banditroute.ope.stream import evaluate
 from banditroute.ope.targets import fit_on_log, target_probs
@@ -39,13 +48,27 @@ from banditroute.service.components import build_embedder, build_retriever, load
 from banditroute.service.config import ServiceConfig
 from banditroute.service.learner import Learner
 from banditroute.service.metrics import RouterMetrics
-from banditroute.service.storage import DecisionRecord, FeedbackRecord, LearnRow, ModelRecord, Storage
+from banditroute.service.storage import (
+    DecisionRecord,
+    FeedbackRecord,
+    LearnRow,
+    ModelRecord,
+    Storage,
+    StorageUnavailable,
+)
+from banditroute.service.writer_lock import WriterLock
 
 log = logging.getLogger("banditroute.service")
 
 STATS_ROWS = 20_000  # decisions the dashboard's time series are computed from
 STATS_BUCKETS = 40
 STATS_MIN_BUCKET = 10  # decisions per point at least, so a young log is not all noise
+FAILURE_WINDOW_S = 10.0  # /healthz reports a storage call that failed this recently (and not since)
+
+
+INVALID_DECISION = (
+    "the policy cannot give a valid probability vector for this context (is its magnitude absurd?); nothing was logged"
+)
 
 
 class NotFound(Exception):
@@ -80,17 +103,29 @@ class Router:
         self.metrics = RouterMetrics(lambda: {m.slot: m.name for m in self.models})
         self.embedder: Embedder | None = None
         self.retrieval: Retrieval | None = None
-        self.ope_results: dict[str, Any] = {"updated_at": None, "rows": 0, "candidates": []}
+        self.ope_results: dict[str, Any] = {"updated_at": None, "rows": 0, "skipped_rows": 0, "candidates": []}
         self._snapshot: tuple[Policy, int] | None = None
         self._ope_stop = threading.Event()
         self._ope_thread: threading.Thread | None = None
+        self._counters_stale = False
+        self._probe_lock = threading.Lock()
+        self.running = False  # between start() and stop()
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         cfg = self.config
-        self.storage = Storage(cfg.storage.url)
-        self.storage.create_schema()
+        self.storage = Storage(cfg.storage.url, cfg.storage.timeout_s)
+        self.writer_lock = WriterLock(self.storage.engine)
+        self.writer_lock.acquire()  # before anything is written: one writer per log
+        self.storage.on_reconnect = self.writer_lock.ensure
+        try:  # also the write probe: a read-only database file or directory stops the start here
+            self.storage.create_schema()
+            writer = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()}
+            self.storage.set_meta("writer", json.dumps(writer))
+        except StorageUnavailable as exc:
+            raise InputError(f"cannot write to the log: {exc} (read-only database file or directory?)") from None
+        self._probe = self.storage.clone()  # /healthz's own connection: never queued behind a write
         if cfg.embedder is not None:
             self.embedder = build_embedder(cfg.embedder)
         dim = cfg.router.dim or int(self.embedder.dim)  # type: ignore[union-attr]
@@ -122,13 +157,17 @@ class Router:
             log.info("replayed %d feedback rows after the last checkpoint", replayed)
         self._next_event = self.storage.max_event_id() + 1
         self._next_seq = self.storage.max_seq() + 1
+        # learned rows lag the accepted ones: read at scrape time, so it returns to 0 once all is learned
+        self.metrics.learn_lag.set_function(lambda: self._next_seq - 1 - self.learner.applied_seq)
         self.rng = np.random.default_rng([cfg.router.seed, self._next_event])
         self.learner.start()
         self._ope_thread = threading.Thread(target=self._ope_loop, name="banditroute-ope", daemon=True)
         self._ope_thread.start()
+        self.running = True
 
     def stop(self) -> None:
         """Stop the background threads, learn what was accepted, checkpoint, close the log."""
+        self.running = False
         self._ope_stop.set()
         if self._ope_thread is not None:
             self._ope_thread.join(30)
@@ -136,8 +175,12 @@ class Router:
         if learner is not None:
             learner.stop()
             learner.storage.close()
+        if hasattr(self, "_probe"):
+            self._probe.close()
         if hasattr(self, "storage"):
             self.storage.dispose()
+        if hasattr(self, "writer_lock"):
+            self.writer_lock.release()
 
     def new_policy(self) -> Policy:
         return make_policy(self.config.policy.name, self.spec, **self.config.policy.params)
@@ -173,6 +216,23 @@ class Router:
             if name not in known:
                 self._insert_model(name)
 
+    @contextmanager
+    def _counters_at_risk(self) -> Iterator[None]:
+        """Around a write that takes the next event id or seq: if it fails, the database may still
+        hold it (a commit whose answer was lost with the connection), so the counters are re-read
+        from the log before the next write (:meth:`_sync_counters`) — never reused, never skipped."""
+        try:
+            yield
+        except Exception:
+            self._counters_stale = True
+            raise
+
+    def _sync_counters(self) -> None:
+        if self._counters_stale:
+            self._next_event = self.storage.max_event_id() + 1
+            self._next_seq = self.storage.max_seq() + 1
+            self._counters_stale = False
+
     def _publish(self, policy: Policy, version: int) -> None:
         self._snapshot = (policy, version)
         self.metrics.policy_version.set(version)
@@ -193,12 +253,12 @@ class Router:
             raise InputError("candidates must name at least one model (or be omitted for all)")
         if len(set(candidates)) != len(candidates):
             raise InputError("candidates must not repeat a model")
-        for name in candidates:
+        for i, name in enumerate(candidates):  # messages name the position, never echo the name
             found = self._by_name(name)
             if found is None:
-                raise InputError(f"unknown model {name!r} in candidates")
+                raise InputError(f"unknown model in candidates (position {i})")
             if not found.active:
-                raise InputError(f"model {name!r} in candidates is retired")
+                raise InputError(f"retired model in candidates (position {i})")
             mask[found.slot] = True
         return mask
 
@@ -215,6 +275,11 @@ class Router:
             raise InputError(f"context must be a list of {self.dim} numbers, got shape {x.shape}")
         if not np.all(np.isfinite(x)):
             raise InputError("context contains NaN or inf")
+        limit = self.config.router.max_context_norm
+        with np.errstate(over="ignore"):
+            too_large = limit is not None and not float(np.linalg.norm(x)) <= limit  # an overflowing norm is inf
+        if too_large:
+            raise InputError(f"context norm exceeds router.max_context_norm = {limit:g}")
         return x
 
     def embed(self, query: str) -> FloatArray:
@@ -238,11 +303,23 @@ class Router:
 
     # ------------------------------------------------------------------ routing
     def decide(self, x: FloatArray, allowed: np.ndarray, kind: str, request_id: str | None) -> DecisionRecord:
-        """Decide among ``allowed`` for context ``x``, log it, return the record."""
+        """Decide among ``allowed`` for context ``x``, log it, return the record.
+
+        Only a valid decision is logged (:func:`~banditroute.ope.log.valid_rows`): a context of
+        absurd magnitude can overflow the policy's arithmetic into NaN probabilities, which would
+        poison learning and off-policy evaluation of the log; it is refused with 422 instead.
+        """
         start = time.perf_counter()
         assert self._snapshot is not None, "router not started"
+        self._sync_counters()
         policy, version = self._snapshot
-        decision = restricted_act_batch(policy, x[None], allowed, self.rng)
+        with np.errstate(all="ignore"):  # overflow shows up as non-finite probabilities, checked next
+            try:
+                decision = restricted_act_batch(policy, x[None], allowed, self.rng)
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+                raise InputError(INVALID_DECISION) from None
+        if not valid_rows(x[None], decision.actions, decision.probs, allowed[None])[0]:
+            raise InputError(INVALID_DECISION)
         rec = DecisionRecord(
             event_id=self._next_event,
             request_id=request_id,
@@ -254,7 +331,8 @@ class Router:
             allowed=allowed,
             context=x,
         )
-        self.storage.insert_decision(rec)
+        with self._counters_at_risk():
+            self.storage.insert_decision(rec)
         self._next_event += 1
         slot = rec.action
         self.metrics.on_decision(self.models[slot].name, kind, slot, time.perf_counter() - start)
@@ -268,7 +346,7 @@ class Router:
             raise InputError("request_id must be 1 to 200 characters")
         rec = self.storage.decision_for_request(request_id)
         if rec is not None and rec.kind != kind:
-            raise Conflict(f"request_id {request_id!r} was used for a {rec.kind} request")
+            raise Conflict(f"this request_id was used for a {rec.kind} request")
         return rec
 
     def route(
@@ -294,7 +372,7 @@ class Router:
             raise NotFound("retrieval mode is not configured ([retrieval] in the router config)")
         k = self.retrieval.k if k is None else k
         if not 1 <= k <= len(self.retrieval.doc_ids):
-            raise InputError(f"k must lie in [1, {len(self.retrieval.doc_ids)}], got {k}")
+            raise InputError(f"k must lie in [1, {len(self.retrieval.doc_ids)}]")
         rec = self._replayed(request_id, "search")
         if rec is None:
             rec = self.decide(x, self._allowed(candidates), "search", request_id)
@@ -316,24 +394,26 @@ class Router:
         if not math.isfinite(reward):
             raise InputError("reward must be a finite number (got NaN or inf)")
         if not lo <= reward <= hi:
-            raise InputError(f"reward {reward} is outside the router's reward_range [{lo}, {hi}]")
+            raise InputError(f"reward is outside the router's reward_range [{lo}, {hi}]")
         if cost is not None and not (math.isfinite(cost) and cost >= 0):
             raise InputError("cost must be a finite number >= 0")
         found = self.storage.get_decision(event_id)
         if found is None:
             self.metrics.on_feedback("unknown")
-            raise NotFound(f"unknown event_id {event_id}")
+            raise NotFound("unknown event_id")
         rec, seen = found
         if seen is None and time.time() - rec.created_at > self.config.router.feedback_ttl_s:
             self.metrics.on_feedback("expired")
-            raise Gone(f"feedback for event {event_id} came after the {self.config.router.feedback_ttl_s:g} s TTL")
+            raise Gone(f"feedback came after the {self.config.router.feedback_ttl_s:g} s TTL")
         if seen is None:
+            self._sync_counters()
             row = FeedbackRecord(self._next_seq, event_id, float(reward), cost, time.time())
-            if self.storage.insert_feedback(row):
+            with self._counters_at_risk():
+                inserted = self.storage.insert_feedback(row)
+            if inserted:
                 self._next_seq += 1
                 self.learner.submit(LearnRow(row.seq, rec.context, rec.action, rec.probs, row.reward))
                 self.metrics.on_feedback("accepted", rec.action, row.reward)
-                self.metrics.learn_lag.set(row.seq - self.learner.applied_seq)
                 self.metrics.feedback_latency.observe(time.perf_counter() - start)
                 return {"status": "accepted", "event_id": event_id, "seq": row.seq}
             again = self.storage.get_decision(event_id)
@@ -361,20 +441,20 @@ class Router:
         if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.strip():
             raise InputError("model name must be 1 to 100 characters")
         if self.retrieval is not None and name not in self.retrieval.retrievers:
-            raise InputError(f"in retrieval mode a new model must be a declared [[retrieval.arms]] entry, not {name!r}")
+            raise InputError("in retrieval mode a new model must be a declared [[retrieval.arms]] entry")
         existing = self._by_name(name)
         if existing is not None:
             state = "active" if existing.active else "retired (names are never reused)"
-            raise Conflict(f"model {name!r} already exists and is {state}")
+            raise Conflict(f"a model of this name already exists and is {state}")
         rec = self._insert_model(name)
         return {"name": rec.name, "slot": rec.slot, "active": True}
 
     def retire_model(self, name: str) -> dict[str, Any]:
         m = self._by_name(name)
         if m is None:
-            raise NotFound(f"unknown model {name!r}")
+            raise NotFound("unknown model")
         if not m.active:
-            raise Conflict(f"model {name!r} is already retired")
+            raise Conflict("this model is already retired")
         if sum(x.active for x in self.models) == 1:
             raise Conflict("cannot retire the last active model")
         now = time.time()
@@ -386,13 +466,40 @@ class Router:
 
     # ------------------------------------------------------------------ observability
     def health(self) -> dict[str, Any]:
-        ok = self.learner.alive()
+        """``status`` is ``ok`` only while the learner runs and storage works: a probe read on the
+        health check's own connection (bounded by ``[storage] timeout_s``; it never waits on the
+        write lock or on a queued write) succeeds, and neither the request nor the learner
+        connection failed on its last call within :data:`FAILURE_WINDOW_S` (docs/reliability.md)."""
+        learner_ok = self.learner.alive()
+        storage = self._probe_storage()
+        for store in (self.storage, self.learner.storage):
+            storage = storage or store.failing(FAILURE_WINDOW_S)
         return {
-            "status": "ok" if ok else "degraded",
-            "learner": "running" if ok else "stopped",
+            "status": "ok" if learner_ok and storage is None else "degraded",
+            "learner": "running" if learner_ok else "stopped",
+            "storage": "ok" if storage is None else storage,
             "policy_version": self._snapshot[1] if self._snapshot else None,
             "pending_feedback": self._next_seq - 1 - self.learner.applied_seq,
         }
+
+    def _probe_storage(self) -> str | None:
+        """``None`` if the probe read succeeds, else why not."""
+        if not self._probe_lock.acquire(timeout=self.config.storage.timeout_s):
+            return "storage unavailable: the previous probe is still waiting"
+        try:
+            error = self._probe_once()
+            if error is not None and not self._probe.connected:  # dropped (a database restart): once more, fresh
+                error = self._probe_once()
+            return error
+        finally:
+            self._probe_lock.release()
+
+    def _probe_once(self) -> str | None:
+        try:
+            self._probe.probe()
+        except (StorageUnavailable, sa.exc.SQLAlchemyError) as exc:
+            return str(exc).splitlines()[0]
+        return None
 
     def stats(self) -> dict[str, Any]:
         """What the dashboard draws: shares and reward over time, totals, off-policy estimates."""
@@ -431,6 +538,8 @@ class Router:
             while not self._ope_stop.wait(self.config.ope.interval_s):
                 try:
                     self.ope_results = self.estimate_candidates(store)
+                except StorageUnavailable as exc:  # logged by the storage layer; retried next interval
+                    log.warning("off-policy refresh skipped: %s", exc)
                 except Exception:  # a failed refresh keeps the last estimates; the service goes on
                     log.exception("off-policy refresh failed")
         finally:
@@ -441,8 +550,13 @@ class Router:
         current policy, uniform, each active model (on the rows where it was allowed) and the
         configured candidates (trained on the first half of the window, evaluated on the second)."""
         cfg = self.config.ope
-        blog = store.export_log(self.reward_range, last=cfg.window)
-        out: dict[str, Any] = {"updated_at": time.time(), "rows": 0 if blog is None else blog.n, "candidates": []}
+        blog, skipped = store.export_log(self.reward_range, last=cfg.window)
+        out: dict[str, Any] = {
+            "updated_at": time.time(),
+            "rows": 0 if blog is None else blog.n,
+            "skipped_rows": skipped,  # invalid rows of a damaged log, left out (Storage.export_log)
+            "candidates": [],
+        }
         if blog is None or blog.n < cfg.min_rows or self._snapshot is None:
             return out
         rng = np.random.default_rng(self.config.router.seed)

@@ -7,25 +7,48 @@ Tables (SQLAlchemy Core, the same schema on both databases):
   policy's slots, the allowed-slot mask and the context (float64 bytes).
 * ``feedback``: one row per event at most (a unique event id makes a repeat a no-op); ``seq``
   numbers accepted feedback 1, 2, 3, ... without gaps — the order the policy learns in.
-* ``checkpoints``: policy state (``.npz`` bytes) after learning rows ``1..seq``.
+* ``checkpoints``: policy state (``.npz`` bytes) after learning rows ``1..seq``, with a checksum
+  over ``seq`` and the state (:func:`checkpoint_checksum`); a checkpoint that fails it, or does not
+  decode, is skipped for the next older one (:meth:`Storage.verified_checkpoints`) — the log itself
+  can always be replayed. Older logs gain the column at start-up, their checkpoints unverifiable.
 * ``models``: slot -> model name, active or retired; ``meta``: the settings the log was written
   under (a different policy cannot resume from it).
 
 SQLite connections use ``journal_mode=WAL`` (readers never block the writer) and
 ``synchronous=NORMAL``: a commit reaches the OS before it returns, so it survives the server
-process being killed (not a power cut, which needs ``FULL``). Each thread opens its own
-:class:`Storage` on the shared engine (:meth:`Storage.clone`); the service writes decisions and
+process being killed (not a power cut, which needs ``FULL``). A new SQLite file is created
+``0600`` (SQLite gives its ``-wal``/``-shm`` files the database file's mode). Each thread opens its
+own :class:`Storage` on the shared engine (:meth:`Storage.clone`); the service writes decisions and
 feedback from one thread only.
+
+Faults (docs/reliability.md): every public method runs inside :func:`_guarded`, which rolls the
+connection back after *any* failed statement (a PostgreSQL connection is never left in
+``InFailedSqlTransaction``), drops a broken connection (reconnected on the next call, with
+exponential backoff) and turns operational failures — connection lost, disk full, I/O error, lock
+or statement timeout, read-only database — into :class:`StorageUnavailable` (HTTP 503). Every
+statement is bounded by ``[storage] timeout_s`` (SQLite ``busy_timeout``; PostgreSQL
+``connect_timeout``, ``statement_timeout`` and ``lock_timeout``). The engine hides SQL parameters
+from its error messages, and failures are logged as one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import hmac
 import io
 import json
+import logging
+import math
+import os
+import time
 import zipfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -36,7 +59,16 @@ from sqlalchemy.engine import Engine
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
-from banditroute.ope.log import BanditLog
+from banditroute.ope.log import BanditLog, valid_rows
+
+log = logging.getLogger("banditroute.service")
+
+DEFAULT_TIMEOUT_S = 5.0
+RECONNECT_MIN_S = 0.05  # backoff between reconnection attempts: doubles per failure up to the max
+RECONNECT_MAX_S = 1.0
+# PostgreSQL SQLSTATE classes of operational faults: connection (08), resources such as disk full
+# (53), operator intervention such as a shutdown (57), system errors (58), read-only transaction.
+_PG_UNAVAILABLE = ("08", "53", "57", "58", "25006")
 
 metadata = sa.MetaData()
 
@@ -68,6 +100,7 @@ checkpoints = sa.Table(
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("checksum", sa.String(80), nullable=True),  # checkpoint_checksum(seq, state); NULL in old logs
 )
 models = sa.Table(
     "models",
@@ -136,30 +169,113 @@ def _mask(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8).astype(bool)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite connections get WAL, ``synchronous=NORMAL`` and a busy timeout."""
+class StorageUnavailable(Exception):
+    """The database cannot serve the call now (connection lost, disk full, I/O error, timeout,
+    read-only): HTTP 503. Nothing of the failed call was kept; a later call may succeed."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming a database error: its type and the first line of its message (no SQL
+    parameters: engines are made with ``hide_parameters=True``)."""
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0] if lines else 'no message'}"
+
+
+def is_unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` is an operational fault of the database rather than a bad statement."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
+        return True
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    return sqlstate.startswith(_PG_UNAVAILABLE)
+
+
+def sqlite_path(engine: Engine) -> Path | None:
+    """The file of a SQLite engine (``None`` for PostgreSQL and in-memory databases)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def make_engine(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Engine:
+    """An engine for ``url`` whose statements wait at most ``timeout_s`` (module docstring).
+
+    SQLite connections get WAL, ``synchronous=NORMAL`` and ``busy_timeout``; a new SQLite file is
+    created ``0600``. PostgreSQL connections get connect, statement and lock timeouts.
+    """
+    ms = max(1, int(timeout_s * 1000))
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args = {
+            "connect_timeout": max(1, math.ceil(timeout_s)),
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        }
     try:
-        engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        engine = sa.create_engine(
+            url, pool_pre_ping=not url.startswith("sqlite"), hide_parameters=True, connect_args=connect_args
+        )
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise InputError(f"cannot use storage url {url.split('@')[-1]!r}: {exc}") from None
-    if engine.dialect.name == "sqlite":
+    path = sqlite_path(engine)
+    if path is not None:
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # a new file is 0600
+        except FileExistsError:
+            pass  # an existing file keeps its mode
+        except OSError as exc:
+            raise InputError(f"cannot open the SQLite database {path}: {exc.strerror}") from None
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
             cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={ms}")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
     return engine
 
 
-class Storage:
-    """The log on one connection (one per thread; see :meth:`clone`)."""
+P = ParamSpec("P")
+R = TypeVar("R")
 
-    def __init__(self, url_or_engine: str | Engine) -> None:
-        self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+
+def _guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a :class:`Storage` method; on any error roll back (drop a broken connection), log one
+    line and raise :class:`StorageUnavailable` for operational faults, the error otherwise (a value
+    the driver cannot bind raises before the statement runs: rolled back all the same)."""
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        store: Storage = args[0]  # type: ignore[assignment]
+        try:
+            result = method(*args, **kwargs)
+        except StorageUnavailable:
+            store.last_failure_at = time.monotonic()
+            raise
+        except Exception as exc:
+            raise store._failed(method.__name__, exc) from None
+        store.last_success_at = time.monotonic()
+        return result
+
+    return run
+
+
+class Storage:
+    """The log on one connection (one per thread; see :meth:`clone`), rolled back after any failure
+    and reconnected after a broken connection (module docstring)."""
+
+    def __init__(self, url_or_engine: str | Engine, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.engine = make_engine(url_or_engine, timeout_s) if isinstance(url_or_engine, str) else url_or_engine
+        self.last_failure_at = -math.inf  # time.monotonic() of the last failed / successful call
+        self.last_success_at = -math.inf
+        self.last_error = ""
+        self.on_reconnect: Callable[[], None] | None = None  # runs after each reconnection
+        self._backoff = 0.0
+        self._retry_at = -math.inf
         self._insert = sqlite_insert if self.dialect == "sqlite" else postgresql_insert
         # Hot-path statements built once, so SQLAlchemy compiles each once (per-call construction
         # costs more than the database work).
@@ -170,10 +286,12 @@ class Storage:
         self._insert_feedback = (
             self._insert(feedback).on_conflict_do_nothing(index_elements=["event_id"]).returning(feedback.c.seq)
         )  # a returned row means inserted (psycopg reports no rowcount here)
+        self._conn: sa.Connection | None
         try:
-            self.conn = self.engine.connect()
+            self._conn = self.engine.connect()
         except sa.exc.SQLAlchemyError as exc:
-            raise InputError(f"cannot open storage: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+            hint = " (is the database file or its directory read-only?)" if sqlite_path(self.engine) else ""
+            raise InputError(f"cannot open storage: {describe(exc)}{hint}") from None
 
     @property
     def dialect(self) -> str:
@@ -183,53 +301,129 @@ class Storage:
         """Another connection to the same database (for another thread)."""
         return Storage(self.engine)
 
+    @property
+    def conn(self) -> sa.Connection:
+        """The connection, reconnected after a fault (at most once per backoff interval)."""
+        if self._conn is None:
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise StorageUnavailable(f"storage unavailable: reconnecting after {self.last_error}")
+            try:
+                self._conn = self.engine.connect()
+            except sa.exc.SQLAlchemyError as exc:
+                self._backoff = min(max(2 * self._backoff, RECONNECT_MIN_S), RECONNECT_MAX_S)
+                self._retry_at = now + self._backoff
+                self.last_error = describe(exc)
+                raise StorageUnavailable(f"storage unavailable: {self.last_error}") from None
+            self._backoff = 0.0
+            log.info("storage: reconnected")
+            if self.on_reconnect is not None:
+                try:
+                    self.on_reconnect()
+                except StorageUnavailable as exc:
+                    self._conn.close()
+                    self._conn = None
+                    self.last_error = str(exc)
+                    raise
+        return self._conn
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open (``False`` after a fault dropped it, until the next call)."""
+        return self._conn is not None
+
+    def _failed(self, op: str, exc: Exception) -> Exception:
+        """Roll back after ``exc`` (drop the connection if that fails too) and say what to raise."""
+        self.last_failure_at = time.monotonic()
+        self.last_error = describe(exc)
+        log.warning("storage: %s failed: %s", op, self.last_error)
+        conn = self._conn
+        broken = getattr(exc, "connection_invalidated", False)
+        if conn is not None and not broken:
+            try:
+                conn.rollback()
+            except sa.exc.SQLAlchemyError:
+                broken = True
+        if conn is not None and (broken or conn.invalidated):
+            self._conn = None
+            with contextlib.suppress(sa.exc.SQLAlchemyError):  # already gone; the pool discards it
+                conn.close()
+        if is_unavailable(exc):
+            return StorageUnavailable(f"storage unavailable: {self.last_error}")
+        return exc
+
+    def failing(self, within_s: float) -> str | None:
+        """The last error if the last call failed less than ``within_s`` seconds ago, else ``None``."""
+        recent = time.monotonic() - self.last_failure_at < within_s
+        return self.last_error if recent and self.last_failure_at > self.last_success_at else None
+
     def close(self) -> None:
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def dispose(self) -> None:
         """Close this connection and every pooled one."""
-        self.conn.close()
+        self.close()
         self.engine.dispose()
 
+    @_guarded
+    def probe(self) -> None:
+        """A cheap read (health checks): it never waits on the write lock (WAL readers don't)."""
+        self.conn.execute(sa.select(meta.c.key).limit(1)).first()
+        self.conn.rollback()
+
+    @_guarded
     def create_schema(self) -> None:
         metadata.create_all(self.conn)
+        if "checksum" not in {c["name"] for c in sa.inspect(self.conn).get_columns("checkpoints")}:
+            # a log from before checksums: its checkpoints stay unverifiable (skipped, the log replayed)
+            self.conn.execute(sa.text("ALTER TABLE checkpoints ADD COLUMN checksum VARCHAR(80)"))
         self.conn.commit()
 
     # ------------------------------------------------------------------ meta and models
+    @_guarded
     def get_meta(self, key: str) -> str | None:
         value = self.conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
         self.conn.rollback()
         return value
 
+    @_guarded
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(self._insert(meta).values(key=key, value=value).on_conflict_do_nothing())
         self.conn.execute(meta.update().where(meta.c.key == key).values(value=value))
         self.conn.commit()
 
+    @_guarded
     def models(self) -> list[ModelRecord]:
         rows = self.conn.execute(sa.select(models).order_by(models.c.slot)).all()
         self.conn.rollback()
         return [ModelRecord(r.slot, r.name, bool(r.active), r.added_at, r.retired_at) for r in rows]
 
+    @_guarded
     def add_model(self, slot: int, name: str, now: float) -> None:
         self.conn.execute(models.insert().values(slot=slot, name=name, active=True, added_at=now, retired_at=None))
         self.conn.commit()
 
+    @_guarded
     def retire_model(self, slot: int, now: float) -> None:
         self.conn.execute(models.update().where(models.c.slot == slot).values(active=False, retired_at=now))
         self.conn.commit()
 
     # ------------------------------------------------------------------ decisions and feedback
+    @_guarded
     def max_event_id(self) -> int:
         value = self.conn.execute(sa.select(sa.func.max(decisions.c.event_id))).scalar()
         self.conn.rollback()
         return int(value or 0)
 
+    @_guarded
     def max_seq(self) -> int:
         value = self.conn.execute(sa.select(sa.func.max(feedback.c.seq))).scalar()
         self.conn.rollback()
         return int(value or 0)
 
+    @_guarded
     def insert_decision(self, rec: DecisionRecord) -> None:
         self.conn.execute(
             self._insert_decision,
@@ -247,6 +441,7 @@ class Storage:
         )
         self.conn.commit()
 
+    @_guarded
     def _decision(self, where: Any, params: dict[str, Any]) -> tuple[DecisionRecord, FeedbackRecord | None] | None:
         row = self.conn.execute(self._select_decision.where(where), params).first()
         self.conn.rollback()
@@ -274,6 +469,7 @@ class Storage:
         found = self._decision(decisions.c.request_id == sa.bindparam("key"), {"key": request_id})
         return None if found is None else found[0]
 
+    @_guarded
     def insert_feedback(self, rec: FeedbackRecord) -> bool:
         """Insert unless the event already has feedback; True when inserted (and committed)."""
         params = {
@@ -291,21 +487,27 @@ class Storage:
         """Feedback with ``seq > after_seq`` joined with its decision, in ``seq`` order."""
         last = after_seq
         while True:
-            query = (
-                sa.select(feedback.c.seq, decisions.c.context, decisions.c.action, decisions.c.probs, feedback.c.reward)
-                .join(decisions, decisions.c.event_id == feedback.c.event_id)
-                .where(feedback.c.seq > last)
-                .order_by(feedback.c.seq)
-                .limit(chunk)
-            )
-            rows = self.conn.execute(query).all()
-            self.conn.rollback()
+            rows = self._learn_chunk(last, chunk)
             for r in rows:
                 yield LearnRow(r.seq, _floats(r.context), r.action, _floats(r.probs), r.reward)
             if len(rows) < chunk:
                 return
             last = rows[-1].seq
 
+    @_guarded
+    def _learn_chunk(self, after_seq: int, chunk: int) -> list[Any]:
+        query = (
+            sa.select(feedback.c.seq, decisions.c.context, decisions.c.action, decisions.c.probs, feedback.c.reward)
+            .join(decisions, decisions.c.event_id == feedback.c.event_id)
+            .where(feedback.c.seq > after_seq)
+            .order_by(feedback.c.seq)
+            .limit(chunk)
+        )
+        rows = self.conn.execute(query).all()
+        self.conn.rollback()
+        return list(rows)
+
+    @_guarded
     def counts(self) -> tuple[int, int]:
         """``(decisions, feedback)`` row counts."""
         n_dec = self.conn.execute(sa.select(sa.func.count()).select_from(decisions)).scalar()
@@ -313,6 +515,7 @@ class Storage:
         self.conn.rollback()
         return int(n_dec or 0), int(n_fb or 0)
 
+    @_guarded
     def recent(self, limit: int) -> dict[str, np.ndarray]:
         """The last ``limit`` decisions: ``created_at``, ``action`` and ``reward`` (NaN without feedback)."""
         query = (
@@ -329,10 +532,12 @@ class Storage:
             "reward": np.array([np.nan if r.reward is None else r.reward for r in rows], dtype=np.float64),
         }
 
+    @_guarded
     def export_log(
         self, reward_range: tuple[float, float] | None, *, last: int | None = None, kind: str | None = None
-    ) -> BanditLog | None:
-        """Decisions that have feedback, oldest first (the last ``last`` of them), as a :class:`BanditLog`."""
+    ) -> tuple[BanditLog | None, int]:
+        """Decisions that have feedback, oldest first (the last ``last`` of them), as a :class:`BanditLog`,
+        and the number of invalid rows left out of it (:func:`valid_log_rows`)."""
         query = (
             sa.select(
                 decisions.c.context, decisions.c.action, decisions.c.probs, decisions.c.allowed, feedback.c.reward
@@ -346,31 +551,100 @@ class Storage:
             query = query.limit(last)
         rows = self.conn.execute(query).all()[::-1]
         self.conn.rollback()
-        if not rows:
-            return None
-        return BanditLog(
-            contexts=np.stack([_floats(r.context) for r in rows]),
-            actions=np.array([r.action for r in rows], dtype=np.int64),
-            probs=np.stack([_floats(r.probs) for r in rows]),
-            rewards=np.array([r.reward for r in rows], dtype=np.float64),
-            allowed=np.stack([_mask(r.allowed) for r in rows]),
-            reward_range=reward_range,
-        )
+        return valid_log_rows(rows, reward_range)
 
     # ------------------------------------------------------------------ checkpoints
+    @_guarded
     def save_checkpoint(self, seq: int, state: bytes, now: float, keep: int) -> None:
-        """Store the state after rows ``1..seq`` and drop all but the newest ``keep`` checkpoints."""
-        self.conn.execute(
-            self._insert(checkpoints).values(seq=seq, created_at=now, state=state).on_conflict_do_nothing()
-        )
+        """Store the state after rows ``1..seq`` with its checksum (replacing one at the same ``seq``,
+        which may be a damaged one) and drop all but the newest ``keep`` checkpoints."""
+        row = {"seq": seq, "created_at": now, "state": state, "checksum": checkpoint_checksum(seq, state)}
+        insert = self._insert(checkpoints).values(**row)
+        self.conn.execute(insert.on_conflict_do_update(index_elements=["seq"], set_=row))
         newest = sa.select(checkpoints.c.seq).order_by(checkpoints.c.seq.desc()).limit(keep)
         self.conn.execute(checkpoints.delete().where(checkpoints.c.seq.not_in(newest)))
         self.conn.commit()
 
-    def latest_checkpoint(self) -> tuple[int, bytes] | None:
-        row = self.conn.execute(sa.select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)).first()
+    @_guarded
+    def checkpoint_seqs(self) -> list[int]:
+        """The ``seq`` of every stored checkpoint, newest first."""
+        seqs = self.conn.execute(sa.select(checkpoints.c.seq).order_by(checkpoints.c.seq.desc())).scalars().all()
         self.conn.rollback()
-        return None if row is None else (int(row.seq), bytes(row.state))
+        return [int(q) for q in seqs]
+
+    @_guarded
+    def checkpoint(self, seq: int) -> tuple[bytes, str | None] | None:
+        """The state blob and stored checksum of the checkpoint at ``seq`` (``None`` if there is none)."""
+        row = self.conn.execute(sa.select(checkpoints).where(checkpoints.c.seq == seq)).first()
+        self.conn.rollback()
+        return None if row is None else (bytes(row.state), row.checksum)
+
+    def verified_checkpoints(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The stored checkpoints that verify and decode, newest first, as ``(seq, state_dict)``; a
+        corrupt one (:class:`CorruptCheckpoint`) is skipped with a warning naming its ``seq``."""
+        for seq in self.checkpoint_seqs():
+            found = self.checkpoint(seq)
+            if found is None:  # pruned since listed
+                continue
+            try:
+                yield seq, verify_checkpoint(seq, *found)
+            except CorruptCheckpoint as exc:
+                log.warning("skipping the checkpoint at row %d: %s", seq, exc)
+
+
+class CorruptCheckpoint(InputError):
+    """A stored checkpoint whose checksum is missing or wrong, or whose state does not decode."""
+
+
+def checkpoint_checksum(seq: int, state: bytes) -> str:
+    """``sha256:<hex>`` of the row count a checkpoint covers and its state blob (a blob moved to
+    another ``seq`` fails too)."""
+    return "sha256:" + hashlib.sha256(f"{seq}:".encode() + state).hexdigest()
+
+
+def verify_checkpoint(seq: int, state: bytes, checksum: str | None) -> dict[str, Any]:
+    """The decoded state of a checkpoint whose checksum matches; :class:`CorruptCheckpoint` otherwise."""
+    if checksum is None:
+        raise CorruptCheckpoint("corrupt or unverifiable checkpoint: it has no checksum (written before checksums)")
+    if not hmac.compare_digest(checksum, checkpoint_checksum(seq, state)):
+        raise CorruptCheckpoint("corrupt checkpoint: its state does not match its checksum")
+    try:
+        return decode_state(state)
+    except InputError as exc:
+        raise CorruptCheckpoint(f"corrupt checkpoint: {exc}") from None
+
+
+def valid_log_rows(rows: Sequence[Any], reward_range: tuple[float, float] | None) -> tuple[BanditLog | None, int]:
+    """The rows (``context``, ``action``, ``probs``, ``allowed``, ``reward``) that form a valid log,
+    and how many were left out: undecodable blobs, shapes unlike the log's, and rows failing
+    :func:`~banditroute.ope.log.valid_rows`. The service never logs such rows; a damaged or
+    hand-edited database can hold them, and one of them must not stop every off-policy estimate."""
+    decoded = []
+    for r in rows:
+        try:
+            decoded.append((_floats(r.context), int(r.action), _floats(r.probs), _mask(r.allowed), float(r.reward)))
+        except (ValueError, TypeError):
+            continue
+    if not decoded:
+        return None, len(rows)
+    shape = Counter((len(c), len(p)) for c, _, p, _, _ in decoded).most_common(1)[0][0]
+    decoded = [row for row in decoded if (len(row[0]), len(row[2])) == shape and len(row[3]) == shape[1]]
+    contexts, actions, probs, allowed, rewards = (np.array(col) for col in zip(*decoded, strict=True))
+    ok = valid_rows(contexts, actions, probs, allowed, rewards, reward_range)
+    skipped = len(rows) - int(ok.sum())
+    if skipped:
+        log.warning("off-policy log: skipped %d invalid rows of %d", skipped, len(rows))
+    if not ok.any():
+        return None, skipped
+    log_ = BanditLog(
+        contexts=contexts[ok],
+        actions=actions[ok].astype(np.int64),
+        probs=probs[ok],
+        rewards=rewards[ok],
+        allowed=allowed[ok].astype(bool),
+        reward_range=reward_range,
+    )
+    return log_, skipped
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
