@@ -33,8 +33,8 @@ WARM_START_CHUNK = 256
 def ucb_scores(policy: RidgePolicy, x: FloatArray) -> tuple[FloatArray, FloatArray]:
     """``(θ_aᵀx, sqrt(xᵀA_a⁻¹x))`` for every arm at context ``x`` (shape ``(d,)``): the ridge mean
     and confidence width LinUCB combines, from the policy's own score functions."""
-    X = policy._broadcast(np.asarray(x, dtype=np.float64)[None])
-    return policy._means(X)[0], np.sqrt(np.maximum(policy._variances(X)[0], 0.0))
+    X = np.asarray(x, dtype=np.float64)[None]
+    return policy.means(X)[0], policy.widths(X)[0]
 
 
 def warm_start(policy: Policy, X: FloatArray, rewards: FloatArray) -> None:

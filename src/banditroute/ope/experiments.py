@@ -30,7 +30,6 @@ from banditroute.ope.stream import INTERVALS, evaluate
 from banditroute.ope.targets import fit_on_log, target_probs
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
-from banditroute.policies.restrict import restricted_probs
 
 
 def train_on_table(policy: Policy, table: RewardTable, rounds: int, seed: int, batch_size: int = 16) -> Policy:
@@ -89,7 +88,7 @@ def run_trials(
     trained = {name: train_on_table(factory(spec), train, train_rounds, seed) for name, factory in targets.items()}
     everything = np.ones(spec.n_arms, dtype=bool)
     truths = {
-        name: float((restricted_probs(pol, test.contexts, everything, np.random.default_rng(seed)) * test.rewards)
+        name: float((pol.act_batch(test.contexts, np.random.default_rng(seed), allowed=everything).probs * test.rewards)
                     .sum(axis=1).mean())
         for name, pol in trained.items()
     }  # fmt: skip
