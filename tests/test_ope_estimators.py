@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import ndtri
 
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError
-from banditroute.envs.base import EnvSpec
 from banditroute.envs.lowrank import LowRankExperts
 from banditroute.ope import ESTIMATORS, BanditLog, Moments, OPEAccumulator, collect_log, evaluate, target_probs
 from banditroute.ope.estimators import DEFAULT_SHRINK, DEFAULT_TAU

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from banditroute.core.types import BatchDecision, Decision
+import banditroute.twostage  # noqa: F401  (registers the two-stage policy, so it is covered too)
+from banditroute.core.types import BatchDecision, Decision, EnvSpec
 from banditroute.core.validation import InputError
-from banditroute.envs.base import EnvSpec
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import REGISTRY, make_policy
 

@@ -106,8 +106,8 @@ def ope(
     """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR, DR-OS) of target policies on the router's log."""
     with user_errors():
         _need_serve()
-        from banditroute.cli.main import parse_policy_options
-        from banditroute.envs.base import EnvSpec
+        from banditroute.cli.app import parse_policy_options
+        from banditroute.core.types import EnvSpec
         from banditroute.ope import ESTIMATORS, evaluate, fit_on_log, target_probs
         from banditroute.policies.registry import REGISTRY, make_policy
         from banditroute.service.storage import decode_state

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.core.types import BatchDecision, Decision, FloatArray
+from banditroute.core.types import BatchDecision, Decision, EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive
-from banditroute.envs.base import EnvSpec
 from banditroute.llm.features import Featurizer
 from banditroute.llm.online import STOP, Router, Split
 from banditroute.policies.base import Policy

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError, check_int
-from banditroute.envs.base import EnvSpec
 from banditroute.envs.reward_table import RewardTable, RewardTableEnv
 from banditroute.ope.estimators import ESTIMATORS
 from banditroute.ope.log import collect_log

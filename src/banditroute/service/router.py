@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.core.types import FloatArray
+import banditroute.twostage  # noqa: F401  (registers the two-stage policy)
+from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder, Retriever
-from banditroute.envs.base import EnvSpec
 from banditroute.ope.reward_model import cross_fit
 from banditroute.ope.stream import evaluate
 from banditroute.ope.targets import fit_on_log, target_probs

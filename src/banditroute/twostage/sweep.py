@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError, check_int
-from banditroute.envs.base import Environment, EnvSpec
+from banditroute.envs.base import Environment
 from banditroute.envs.linear import LinearBandit
 from banditroute.envs.reward_table import RewardTable, RewardTableEnv
 from banditroute.simulate.metrics import mean_ci
