@@ -180,6 +180,6 @@ def bench_ope(
 ) -> None:
     """Evaluate the evaluators: each estimator's bias, RMSE and interval coverage against known truth."""
     with user_errors():
-        from banditroute.ope.report import run_report
+        from banditroute.studies.ope_evaluation import run_report
 
         run_report(out, n_logs=n_logs, log_size=log_size, seed=seed, console=console)

@@ -21,7 +21,7 @@ import numpy as np
 from banditroute.core.types import BatchDecision, Decision, EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive
 from banditroute.llm.features import Featurizer
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
 from banditroute.policies.ridge import RidgePolicy
@@ -57,7 +57,7 @@ def reference_cost(train: Split) -> float:
     return float(train.cost.mean(axis=0).max())
 
 
-class PolicyRouter(Router):
+class PolicyRouter(OnlineRouter):
     """A registry policy on the shared contexts, optionally with a cost-penalised reward (module docstring).
 
     Args:
@@ -111,7 +111,7 @@ def fixed_router(arm: int, arm_name: str, featurizer: Featurizer) -> PolicyRoute
     return PolicyRouter("fixed", featurizer, params={"arm": check_int(arm, "arm", minimum=0)}, name=arm_name)
 
 
-class OracleRouter(Router):
+class OracleRouter(OnlineRouter):
     """The best LLM for each query in hindsight (cheapest among ties); reads hidden quality — a reference."""
 
     name = "oracle"

@@ -45,7 +45,7 @@ from banditroute.llm.cascade import CascadeRouter
 from banditroute.llm.features import CostModel, Featurizer
 from banditroute.llm.metrics import aiq, best_quality_within, hull
 from banditroute.llm.mixllm import MixLLMRouter
-from banditroute.llm.online import Router, RunRecord, Split, run_online
+from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
 from banditroute.llm.tables import LLMRoutingData
@@ -233,7 +233,7 @@ class MethodRun:
     label: str
     knob: str
     value: float
-    build: Callable[[SeedSetup], Router]
+    build: Callable[[SeedSetup], OnlineRouter]
     budget: float | None = None  # fraction of the reference cost
 
 
@@ -285,19 +285,19 @@ def method_runs(config: LLMBenchConfig, arm_names: tuple[str, ...]) -> list[Meth
 
 
 # Builders: one per family, ``(seed setup, knobs) -> a fresh router``.
-def _oracle(s: SeedSetup) -> Router:
+def _oracle(s: SeedSetup) -> OnlineRouter:
     return OracleRouter()
 
 
-def _single(s: SeedSetup, arm: int, name: str) -> Router:
+def _single(s: SeedSetup, arm: int, name: str) -> OnlineRouter:
     return fixed_router(arm, name, s.featurizer)
 
 
-def _random(s: SeedSetup) -> Router:
+def _random(s: SeedSetup) -> OnlineRouter:
     return PolicyRouter("uniform", s.featurizer, name="random")
 
 
-def _bandit(s: SeedSetup, policy: str, mu: float) -> Router:
+def _bandit(s: SeedSetup, policy: str, mu: float) -> OnlineRouter:
     options: dict[str, dict[str, Any]] = {
         "linucb": {"alpha": s.config.linucb_alpha},
         # HPG with its tuned η = 1 and no baseline locks onto one LLM within the first rounds here.
@@ -307,7 +307,7 @@ def _bandit(s: SeedSetup, policy: str, mu: float) -> Router:
     return PolicyRouter(policy, s.featurizer, c_ref=reference_cost(s.train), mu=mu, params=params)
 
 
-def _pilot(s: SeedSetup, family: str) -> Router:
+def _pilot(s: SeedSetup, family: str) -> OnlineRouter:
     c = s.config
     return PilotRouter(
         s.prior, s.train, strength=c.pilot_strength, alpha=c.pilot_alpha, n_bins=c.n_bins, name=family,
@@ -315,18 +315,18 @@ def _pilot(s: SeedSetup, family: str) -> Router:
     )  # fmt: skip
 
 
-def _mixllm(s: SeedSetup, lam: float, feedback: float = 0.0) -> Router:
+def _mixllm(s: SeedSetup, lam: float, feedback: float = 0.0) -> OnlineRouter:
     name = f"mixllm{'-feedback' if feedback else ''} λ={lam:g}"
     return MixLLMRouter(s.featurizer, s.train, lam=lam, feedback=feedback, name=name)
 
 
-def _budgeted_mixllm(s: SeedSetup, rule: str) -> Router:
+def _budgeted_mixllm(s: SeedSetup, rule: str) -> OnlineRouter:
     name = {"dual": "mixllm-budget", "knapsack": "mixllm-knapsack"}[rule]
     # λ = ∞: the knapsack's values are predicted qualities; dual pacing sets its own λ_t.
     return MixLLMRouter(s.featurizer, s.train, lam=float("inf"), budget_rule=rule, n_bins=s.config.n_bins, name=name)
 
 
-def _queued_mixllm(s: SeedSetup, beta: float) -> Router:
+def _queued_mixllm(s: SeedSetup, beta: float) -> OnlineRouter:
     """MixLLM (λ = 1.4) on a congested queue [ours]: one query per second, and every call occupies its
     LLM for 2 s, so an LLM that gets more than half of the traffic builds an ever longer queue.
     ``beta = 0``: the queue is only measured; ``beta > 0``: the waiting-time penalty (τ = 5 s)."""
@@ -336,14 +336,14 @@ def _queued_mixllm(s: SeedSetup, beta: float) -> Router:
     )  # fmt: skip
 
 
-def _cascade(s: SeedSetup, mode: str, H: int = 3) -> Router:
+def _cascade(s: SeedSetup, mode: str, H: int = 3) -> OnlineRouter:
     c = s.config
     return CascadeRouter(
         s.featurizer, s.train, H=min(H, s.train.n_arms), mode=mode, alpha=c.cascade_alpha, success=c.success
     )
 
 
-def summarise_run(record: RunRecord, setup: SeedSetup, router: Router) -> dict[str, Any]:
+def summarise_run(record: RunRecord, setup: SeedSetup, router: OnlineRouter) -> dict[str, Any]:
     """The numbers one run contributes (plain JSON)."""
     stream = setup.stream
     ref = setup.reference
