@@ -61,7 +61,7 @@ def llm_routing(
         from banditroute.core.validation import InputError
         from banditroute.data.cache import CachedEmbedder, EmbeddingCache
         from banditroute.data.embedders import make_embedder
-        from banditroute.llm.tables import load_llm_dataset
+        from banditroute.llm.datasets import load_llm_dataset
         from banditroute.studies.llm_routing import FAMILIES, LLMBenchConfig, run_benchmark, subsample
 
         fams = tuple(f.strip() for f in families.split(",") if f.strip()) or FAMILIES

@@ -265,7 +265,8 @@ def fit_preference_prior(
 
 # ---------------------------------------------------------------------------------------------- online
 class PriorLinUCB(LinUCB):
-    """LinUCB whose models start at a prior: ``A_a = λ_a I``, ``b_a = λ_a θ_a^prior`` (docs/specs/llm-routing.md, PILOT step 2).
+    """LinUCB whose models start at a prior: ``A_a = λ_a I``, ``b_a = λ_a θ_a^prior`` (docs/specs/llm-routing.md,
+    PILOT step 2).
 
     Args:
         prior: ``(M, d)`` prior parameter vectors ``θ_a^prior``.

@@ -42,13 +42,13 @@ from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
 from banditroute.envs.reward_table import RewardTable
 from banditroute.llm.cascade import CascadeRouter
+from banditroute.llm.datasets import LLMRoutingData
 from banditroute.llm.features import CostModel, Featurizer
-from banditroute.llm.metrics import aiq, best_quality_within, hull
 from banditroute.llm.mixllm import MixLLMRouter
 from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
+from banditroute.llm.quality_cost import aiq, best_quality_within, hull
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
-from banditroute.llm.tables import LLMRoutingData
 
 FAMILIES = (
     "oracle",
