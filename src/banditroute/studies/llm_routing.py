@@ -49,6 +49,7 @@ from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
 from banditroute.llm.quality_cost import aiq, best_quality_within, hull
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
+from banditroute.studies.figures import new_figure
 
 FAMILIES = (
     "oracle",
@@ -473,15 +474,13 @@ def aiq_frame(rows: list[dict[str, Any]]) -> Any:
 
 def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
     """Quality–cost curves (points and non-decreasing hulls) and cumulative regret of the learners."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
+    fig = new_figure((15, 6.5))
+    axes = fig.subplots(1, 2, sharey=True)
     singles = summary[summary.family == "single"]
-    cmap = plt.get_cmap("tab20")
+    cmap = colormaps["tab20"]
     families = [f for f in summary.family.unique() if f not in ("single", "oracle", "random")]
     colors = {f: cmap(i % 20) for i, f in enumerate(families)}
     panels = (
@@ -517,11 +516,10 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
     axes[0].set_ylabel("quality, % of the best single LLM (single LLMs below the axis are off the chart)")
     fig.suptitle(f"{title}: quality–cost operating points, mean over seeds; lines are non-decreasing hulls")
     paths.append(out_dir / "quality_cost.png")
-    fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = new_figure((8, 5))
+    ax = fig.subplots()
     picks = {
         ("linucb", 0.0), ("egreedy", 0.0), ("hpg", 0.0), ("mixllm", "inf"), ("mixllm-feedback", "inf"),
         ("pilot", 1.0), ("pilot-noprior", 1.0), ("pilot-offline", 1.0),
@@ -540,9 +538,7 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(out_dir / "regret.png")
-    fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
     return paths
 
 
