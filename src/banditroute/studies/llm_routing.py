@@ -42,7 +42,7 @@ from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
 from banditroute.envs.reward_table import RewardTable
 from banditroute.llm.cascade import CascadeRouter
-from banditroute.llm.datasets import LLMRoutingData
+from banditroute.llm.datasets import LLMRoutingData, load_llm_dataset
 from banditroute.llm.features import CostModel, Featurizer
 from banditroute.llm.mixllm import MixLLMRouter
 from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
@@ -156,6 +156,19 @@ def subsample(data: LLMRoutingData, max_queries: int, seed: int = 0) -> LLMRouti
     if max_queries <= 0 or data.n_rows <= max_queries:
         return data
     return data.subset(np.sort(np.random.default_rng(seed).choice(data.n_rows, max_queries, replace=False)))
+
+
+def load_routing_table(
+    data: str, data_dir: Path, embedder: str, cache_dir: Path | None, *, max_queries: int = 0, progress: bool = True
+) -> tuple[LLMRoutingData, RewardTable]:
+    """Dataset ``data`` from its folder, subsampled, and its reward table: the queries embedded by the
+    named local embedder through the on-disk embedding cache (a rerun encodes nothing)."""
+    from banditroute.data.cache import CachedEmbedder, EmbeddingCache
+    from banditroute.data.embedders import make_embedder
+
+    routing = subsample(load_llm_dataset(data, data_dir), max_queries)
+    cached = CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=progress)
+    return routing, routing.to_reward_table(cached)
 
 
 # ---------------------------------------------------------------------------------------------- one seed
