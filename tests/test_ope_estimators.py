@@ -200,3 +200,43 @@ def test_bad_targets_and_configs_are_rejected(rng: np.random.Generator) -> None:
         log.shards(log.n + 1)
     with pytest.raises(InputError, match="policy is for"):
         target_probs(make_policy("uniform", EnvSpec(M + 1, D)), log, rng)
+
+
+# ---------------------------------------------------------------------------------------- several targets on a log
+def test_evaluate_targets_is_the_split_composed_by_hand() -> None:
+    """``evaluate_targets`` (what ``banditroute ope`` and the dashboard call) against the composition it
+    replaces: fit on the rows before ``train_rows``, evaluate on the rest with one cross-fitted reward
+    model and one generator across targets, an "always arm" target only on the rows where it was allowed."""
+    from banditroute.ope import Target, evaluate_targets, fit_on_log
+
+    log, _ = random_log(np.random.default_rng(21), n=300, allowed=True)
+    spec = EnvSpec(M, D)
+    found = evaluate_targets(
+        log,
+        [
+            Target("uniform", make_policy("uniform", spec)),
+            Target("always 2", make_policy("fixed", spec, arm=2), arm=2),
+            Target("greedy", make_policy("greedy", spec), fit=True),
+        ],
+        train_rows=100,
+        estimators=("ips", "dr"),
+        seed=3,
+    )
+    test = log.subset(slice(100, None))
+    q = cross_fit(test, seed=3)
+    rng = np.random.default_rng(3)
+    where = test.allowed[:, 2]
+    greedy = fit_on_log(make_policy("greedy", spec), log.subset(slice(0, 100)))
+    cases = [(test, make_policy("uniform", spec), q), (test.subset(where), make_policy("fixed", spec, arm=2), q[where])]
+    cases.append((test, greedy, q))
+    assert [t.name for t in found] == ["uniform", "always 2", "greedy"]
+    for got, (rows, policy, q_rows) in zip(found, cases, strict=True):
+        want = evaluate(rows, target_probs(policy, rows, rng), estimators=("ips", "dr"), q_hat=q_rows, seed=3)
+        assert got.rows == rows.n and rows.n > 0
+        for name in ("ips", "dr"):
+            assert got.estimates[name].as_dict() == want[name].as_dict()
+    assert found[1].rows < 200  # the arm was not allowed everywhere
+    with pytest.raises(InputError, match="train_rows"):
+        evaluate_targets(log, [Target("greedy", make_policy("greedy", spec), fit=True)])
+    rare = evaluate_targets(log, [Target("always 2", make_policy("fixed", spec, arm=2), arm=2)], min_rows=10_000)
+    assert rare == []

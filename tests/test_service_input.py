@@ -32,6 +32,7 @@ from banditroute.core.validation import InputError
 from banditroute.ope.log import valid_rows
 from banditroute.service.auth import hash_key
 from banditroute.service.config import parse_config
+from banditroute.service.dashboard import Dashboard
 from banditroute.service.router import Router
 from banditroute.service.storage import Storage
 from service_support import (
@@ -364,7 +365,7 @@ def test_ope_and_the_dashboard_skip_and_count_invalid_rows(tmp_path: Path) -> No
     try:
         store = router.storage.clone()
         try:
-            out = router.estimate_candidates(store)
+            out = Dashboard(router).estimate(store)
         finally:
             store.close()
     finally:

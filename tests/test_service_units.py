@@ -11,12 +11,16 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
 
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from banditroute.cli.main import app
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError
+from banditroute.policies.registry import make_policy
 from banditroute.service.auth import Forbidden, KeyChecker, Role, Unauthorized, hash_key, new_key
 from banditroute.service.config import load_config, parse_config
+from banditroute.service.dialects import dialect_for
 from banditroute.service.learner import replay
 from banditroute.service.router import Router
 from banditroute.service.storage import Storage, decode_state, encode_state
@@ -131,6 +135,91 @@ def test_router_core_learns_in_fixed_groups_and_replays_identically(tmp_path: Pa
         assert (last, [r.seq for r in pending]) == (18, [19, 20])
         for k, v in fresh.state_dict()["state"].items():
             np.testing.assert_array_equal(state["state"][k], v)
+    finally:
+        store.dispose()
+
+
+def _assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
+    assert set(a) == set(b)
+    for k, v in a.items():
+        np.testing.assert_array_equal(v, b[k])
+
+
+def test_two_stage_policy_learns_in_the_service_and_replays_identically(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decisions of a policy that needs its ``info`` back at learn time (two-stage, with candidate
+    subsets: restricted decisions) are logged with it; the learner learns every group (no warning),
+    live, and the checkpoint equals a clean replay of the log bit for bit, also across a restart."""
+    params = {"n_nominators": 2, "nominator": "pg", "ranker": "ucb", "n_prob_samples": 4}
+    cfg = parse_config(config(tmp_path, learn_batch=2, checkpoint_every=4, max_models=4)
+                       | {"policy": {"name": "two-stage", "params": params}})  # fmt: skip
+    rng = np.random.default_rng(5)
+    candidates = [None, ["a", "b"], ["c"], ["a", "c"]]
+
+    def serve(n: int) -> dict[str, np.ndarray]:
+        router = Router(cfg)
+        router.start()
+        try:
+            initial = router.learner.policy.state_dict()["state"]
+            for i in range(n):
+                out = router.route(context=rng.normal(size=4), candidates=candidates[i % 4])
+                router.feedback(out["event_id"], float(rng.random()))
+            router.learner.stop()  # learns what was accepted (the last odd row waits for its group)
+            learned = router.learner.policy.state_dict()["state"]
+        finally:
+            router.stop()
+        assert any(not np.array_equal(v, learned[k]) for k, v in initial.items())  # it learned
+        return learned
+
+    with caplog.at_level("WARNING", logger="banditroute.service"):
+        first = serve(13)
+        second = serve(10)  # restart: restores the checkpoint at row 12, replays row 13, goes on
+    assert "skipped learning" not in caplog.text
+    store = Storage(cfg.storage.url)
+    try:
+        seqs = {seq: state["state"] for seq, state in store.verified_checkpoints()}
+        for end, learned in ((12, first), (22, second)):
+            policy = make_policy("two-stage", EnvSpec(4, 4), **params)
+            last, _ = replay(policy, (r for r in store.learn_rows(0) if r.seq <= end), 2)
+            assert last == end
+            _assert_same_state(policy.state_dict()["state"], learned)
+        _assert_same_state(seqs[22], second)
+    finally:
+        store.dispose()
+
+
+def test_a_log_without_the_info_column_gains_it_at_start_up(tmp_path: Path) -> None:
+    """Logs written before decisions carried ``info``: the column is added (as ``checksum`` was),
+    old rows read back without info, new ones with it."""
+    cfg = parse_config(config(tmp_path))
+    learn_in_process(cfg, 5, seed=2)
+    store = Storage(cfg.storage.url)
+    try:
+        store.conn.execute(sa.text("ALTER TABLE decisions DROP COLUMN info"))
+        store.conn.commit()
+        store.create_schema()
+        cols = {c["name"] for c in sa.inspect(store.conn).get_columns("decisions")}
+        assert "info" in cols
+        assert all(r.info == {} for r in store.learn_rows(0))
+    finally:
+        store.dispose()
+    learn_in_process(cfg, 5, seed=3)  # the router starts on the migrated log and goes on learning
+
+
+def test_storage_dialect_is_chosen_by_url_scheme_and_others_are_refused(tmp_path: Path) -> None:
+    """SQLite and PostgreSQL each have their dialect (engine set-up, upsert, writer lock); any other
+    scheme is refused with a message naming the supported ones instead of taking PostgreSQL's path."""
+    assert dialect_for(f"sqlite:///{tmp_path / 'x.db'}").writer_lock == "flock"
+    assert dialect_for("postgresql+psycopg://u@localhost/db").writer_lock == "advisory"
+    for url in ("mysql://u@localhost/db", "mssql+pyodbc://u@h/db", "oracle://u@h/db"):
+        with pytest.raises(InputError, match=r"unsupported storage url scheme .*sqlite://, postgresql://"):
+            Storage(url)
+    with pytest.raises(InputError, match="cannot use storage url"):
+        Storage("not a url")
+    store = Storage(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        assert store.dialect is dialect_for(store.engine.url) and store.clone().dialect is store.dialect
     finally:
         store.dispose()
 

@@ -260,3 +260,40 @@ def test_forged_decision_info_is_rejected_and_changes_nothing() -> None:
     after = system.state_dict()
     for key, value in before["state"].items():
         np.testing.assert_array_equal(value, after["state"][key])
+
+
+def test_restricted_decisions_run_each_stage_on_the_allowed_items_and_stay_learnable() -> None:
+    """``act(..., allowed=)``: nominators propose among their pool's allowed items (a pool with none
+    proposes as usual), the ranker serves only allowed candidates — against the exact sum over
+    candidate pairs — and the decision's ``info`` is accepted by ``learn`` (the service learns from it)."""
+    g = np.random.default_rng(11)
+    system = TwoStage(6, 3, n_nominators=2, nominator="pg", ranker="pg", pools=[[0, 1, 2], [3, 4, 5]],
+                      feature_sets=[[0, 1], [1, 2]], n_prob_samples=20_000, reward_range=None)  # fmt: skip
+    for _ in range(30):  # spread the parameters so that every distribution is far from uniform
+        x = g.normal(size=(6, 3))
+        d = system.act(x, g)
+        system.learn(x, d, float(g.normal()))
+    x = g.normal(size=(6, 3))
+    assert_same = np.testing.assert_array_equal
+    full = system.act(x, np.random.default_rng(1))
+    same = system.act(x, np.random.default_rng(1), allowed=np.ones(6, dtype=bool))
+    assert_same(full.probs, same.probs)  # everything allowed: the unrestricted decision, bit for bit
+    for allowed in ([True, False, True, False, False, False], [False, True, False, True, True, False]):
+        mask = np.array(allowed)
+        pools = []
+        for scores, pool in zip(system.nominator_scores(x), system.pools, strict=True):
+            keep = mask[pool] if mask[pool].any() else np.ones(len(pool), dtype=bool)
+            p = np.where(keep, np.exp(scores - scores.max()), 0.0)
+            pools.append(dict(zip(pool.tolist(), p / p.sum(), strict=True)))
+        ranker = {a: float(system.ranker.scores(x[[a]], np.zeros(1, dtype=np.int64))[0]) for a in range(6)}
+        exact = np.zeros(6)
+        for c0, p0 in pools[0].items():
+            for c1, p1 in pools[1].items():
+                served = [c for c in (c0, c1) if mask[c]]
+                w = np.exp([ranker[c] for c in served])
+                for c, r in zip(served, w / w.sum(), strict=True):
+                    exact[c] += p0 * p1 * r
+        d = system.act(x, np.random.default_rng(2), allowed=mask)
+        assert np.all(d.probs[~mask] == 0) and mask[d.action]
+        np.testing.assert_allclose(d.probs, exact, atol=0.01)
+        system.learn(x, d, 0.5)  # its info is the stages' own draws: accepted

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -121,7 +120,7 @@ def ope(
         _need_serve()
         from banditroute.cli.app import parse_policy_options
         from banditroute.core.types import EnvSpec
-        from banditroute.ope import ESTIMATORS, evaluate, fit_on_log, target_probs
+        from banditroute.ope import ESTIMATORS, Target, evaluate_targets
         from banditroute.policies.registry import REGISTRY, make_policy
 
         store = _open_log(log)
@@ -145,34 +144,34 @@ def ope(
         n_train = round(train_frac * blog.n) if names else 0
         if names and not 0 < n_train < blog.n:
             raise InputError(f"{blog.n} logged rows are too few to split at --train-frac {train_frac}")
-        test = blog.subset(slice(n_train, None))
-        rng = np.random.default_rng(seed)
-        results: dict[str, Any] = {}
+        targets = []
         for target in policy:
             if target == "current":
                 if checkpoint is None:
                     raise InputError("the log has no policy checkpoint yet ('current' needs one)")
                 pol = make_policy(settings["policy"], spec, **settings["params"])
                 pol.load_state_dict(checkpoint[1])
+                targets.append(Target(target, pol))
             elif target == "uniform":
-                pol = make_policy("uniform", spec)
+                targets.append(Target(target, make_policy("uniform", spec)))
             elif target.startswith("fixed:"):
                 model = target.removeprefix("fixed:")
                 if model not in models:
                     raise InputError(f"unknown model {model!r}; the log knows {', '.join(models)}")
-                pol = make_policy("fixed", spec, arm=models[model])
+                targets.append(Target(target, make_policy("fixed", spec, arm=models[model]), arm=models[model]))
             elif target in REGISTRY:
-                train = blog.subset(slice(0, n_train))
-                pol = fit_on_log(make_policy(target, spec, **options.get(target, {})), train)
+                targets.append(Target(target, make_policy(target, spec, **options.get(target, {})), fit=True))
             else:
                 raise InputError(f"unknown target {target!r}: use current, uniform, fixed:MODEL or a policy name")
-            probs = target_probs(pol, test, rng)
-            ests = evaluate(test, probs, estimators=tuple(estimator or ESTIMATORS), alpha=alpha, seed=seed)
-            results[target] = {name: e.as_dict() for name, e in ests.items()}
+        found = evaluate_targets(
+            blog, targets, train_rows=n_train, estimators=estimator or tuple(ESTIMATORS), alpha=alpha, seed=seed
+        )
+        results = {t.name: {name: e.as_dict() for name, e in t.estimates.items()} for t in found}
+        n_test = blog.n - n_train
 
     level = f"{100 * (1 - alpha):g}%"
     skip_note = f"; {skipped} invalid rows skipped" if skipped else ""
-    table = Table(title=f"Off-policy estimates on {test.n} logged rows ({level} intervals{skip_note})")
+    table = Table(title=f"Off-policy estimates on {n_test} logged rows ({level} intervals{skip_note})")
     for col in ("target", "estimator", "value", "s.e.", "normal", "bootstrap", "EL", "ESS"):
         table.add_column(col, justify="left" if col in ("target", "estimator") else "right")
     for target, ests in results.items():
@@ -182,7 +181,7 @@ def ope(
     console.print(table)
     if json_out is not None:
         json_out.write_text(
-            json.dumps({"rows": test.n, "skipped_rows": skipped, "alpha": alpha, "results": results}, indent=2)
+            json.dumps({"rows": n_test, "skipped_rows": skipped, "alpha": alpha, "results": results}, indent=2)
         )
 
 

@@ -3,10 +3,12 @@
 ``log`` (logged decisions with full probability vectors), ``estimators`` (IPS, SNIPS, DM, DR,
 switch-DR, DR-OS as per-sample terms), ``reward_model`` (cross-fitted ridge ``q̂``), ``stream``
 (additive sufficient statistics, normal / Poisson-bootstrap / Euclidean-likelihood intervals),
-and ``targets`` (a policy's probabilities on a log). Evaluating the evaluators on reward tables
+``targets`` (a policy's probabilities on a log) and ``comparison`` (several targets on one log:
+what ``banditroute ope`` and the service's dashboard both call). Evaluating the evaluators on reward tables
 with known truth is a study: :mod:`banditroute.studies.ope_evaluation`.
 """
 
+from banditroute.ope.comparison import Target, TargetEstimate, evaluate_targets
 from banditroute.ope.estimators import ESTIMATORS
 from banditroute.ope.log import BanditLog, collect_log
 from banditroute.ope.stream import INTERVALS, Estimate, Moments, OPEAccumulator, evaluate
@@ -19,8 +21,11 @@ __all__ = [
     "Estimate",
     "Moments",
     "OPEAccumulator",
+    "Target",
+    "TargetEstimate",
     "collect_log",
     "evaluate",
+    "evaluate_targets",
     "fit_on_log",
     "target_probs",
 ]

@@ -12,7 +12,8 @@ action is drawn from, so it is the right propensity to log and to learn from. By
 policy's vector renormalised over the allowed arms (for a softmax this *is* the softmax over the
 subset; a row with no mass on them becomes uniform over them); argmax policies override
 :meth:`Policy._restricted_probs` to take the maximum over the allowed arms only (see
-``policies/ridge.py``).
+``policies/ridge.py``), and a policy whose decisions carry ``info`` overrides
+:meth:`Policy._act_restricted` to run its own rule on the allowed arms (``twostage/system.py``).
 
 Batch semantics: ``act_batch`` decides ``n`` contexts with the *current* parameters (as a
 service does between updates); ``learn_batch`` applies the same update as ``n`` sequential
@@ -148,9 +149,7 @@ class Policy(ABC):
         Xb = self._broadcast(X)
         if allowed is None:
             return self._act_batch(Xb, rng)
-        mask = check_allowed(allowed, Xb.shape[0], self.n_arms)
-        probs = self._restricted_probs(Xb, mask, rng)
-        return BatchDecision(actions=sample_categorical(probs, rng), probs=probs)
+        return self._act_restricted(Xb, check_allowed(allowed, Xb.shape[0], self.n_arms), rng)
 
     # ------------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -170,6 +169,13 @@ class Policy(ABC):
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         """Install validated copies of the arrays from ``_get_state``."""
+
+    def _act_restricted(self, X: FloatArray, mask: np.ndarray, rng: np.random.Generator) -> BatchDecision:
+        """Decide rows of ``X`` among the arms ``mask`` (``(n, M)``) allows. Default: draw from
+        :meth:`_restricted_probs`; a policy whose decisions carry ``info`` for learning overrides
+        this so that restricted decisions carry it too (``twostage/system.py``)."""
+        probs = self._restricted_probs(X, mask, rng)
+        return BatchDecision(actions=sample_categorical(probs, rng), probs=probs)
 
     def _restricted_probs(self, X: FloatArray, mask: np.ndarray, rng: np.random.Generator) -> FloatArray:
         """``(n, M)`` distribution over the allowed arms (``mask``, ``(n, M)``, at least one per row).

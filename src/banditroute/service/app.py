@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from banditroute.core.validation import InputError
 from banditroute.service.auth import Forbidden, KeyChecker, Role, Unauthorized
 from banditroute.service.config import MODEL_NAME, PRINTABLE, ServiceConfig
+from banditroute.service.dashboard import Dashboard
 from banditroute.service.metrics import CONTENT_TYPE
 from banditroute.service.router import Conflict, Gone, NotFound, Router
 from banditroute.service.storage import StorageUnavailable, describe
@@ -205,6 +206,7 @@ def _on_sighup(keys: KeyChecker) -> Callable[[], None]:
 def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
     """The ASGI app of one router; starting the app (lifespan) starts the router."""
     router = router or Router(config)
+    board = Dashboard(router)
     keys = KeyChecker(config.auth.api_key_hashes, config.auth.admin_key_hashes, config.auth.key_file)
     dashboard = _dashboard_html()
 
@@ -220,6 +222,7 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
                 router.stop()
                 raise
         app.state.router = router
+        board.start()
         hangup = _on_sighup(keys)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-writer")
         try:
@@ -227,6 +230,7 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         finally:
             hangup()
             writer.shutdown(wait=True)  # the calls already queued finish first
+            board.stop()
             router.stop()
 
     async def serial(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -311,7 +315,7 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
 
     @app.get("/v1/stats")
     async def stats() -> JSONResponse:
-        return JSONResponse(await serial(router.stats))
+        return JSONResponse(await serial(board.stats))
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

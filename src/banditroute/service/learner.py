@@ -57,16 +57,31 @@ class _Stopping(Exception):
 def learn_group(policy: Policy, rows: list[LearnRow]) -> None:
     """One learning step on a group of rows (the same call live and in replay).
 
-    A group the policy rejects (it cannot happen with rows the API validated, but a log edited by
-    hand could hold one) is skipped with a warning — in live learning and in replay alike.
+    Each row's logged decision ``info`` (what a policy such as ``two-stage`` needs back) is stacked
+    into the batch's; rows that do not all carry the same keys (a log from before decisions carried
+    ``info``) give none. A group the policy rejects (it cannot happen with rows the API validated,
+    but an old or hand-edited log could hold one) is skipped with a warning — in live learning and
+    in replay alike.
     """
     decision = BatchDecision(
-        actions=np.array([r.action for r in rows], dtype=np.int64), probs=np.stack([r.probs for r in rows])
+        actions=np.array([r.action for r in rows], dtype=np.int64),
+        probs=np.stack([r.probs for r in rows]),
+        info=_stacked_info(rows),
     )
     try:
         policy.learn_batch(np.stack([r.context for r in rows]), decision, np.array([r.reward for r in rows]))
     except InputError as exc:
         log.warning("skipped learning rows %d..%d: %s", rows[0].seq, rows[-1].seq, exc)
+
+
+def _stacked_info(rows: list[LearnRow]) -> dict[str, np.ndarray]:
+    keys = set(rows[0].info)
+    if any(set(r.info) != keys for r in rows):
+        return {}
+    try:
+        return {k: np.stack([r.info[k] for r in rows]) for k in keys}
+    except ValueError:  # shapes differ: a damaged log; the policy refuses the group (warning)
+        return {}
 
 
 def replay(policy: Policy, rows: Iterable[LearnRow], batch: int) -> tuple[int, list[LearnRow]]:

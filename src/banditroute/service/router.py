@@ -2,18 +2,22 @@
 
 :class:`Router` ties the pieces together. A decision is taken by the *published* policy snapshot
 (:mod:`banditroute.service.learner`) restricted to the allowed models
-(``Policy.act_batch(..., allowed=...)``), logged with its context and full probability vector, and
-answered with its event id. Feedback is validated against the log (unknown event: 404, too late:
-410, repeated: acknowledged, not learned again), committed with the next learning sequence number
-and handed to the learner. Decisions and feedback are written from one thread (the app's writer
-thread): that is what makes the sequence numbers gap-free and the learning order the commit order.
-A write that fails (:class:`~banditroute.service.storage.StorageUnavailable`, HTTP 503) is not
-answered, and the next write re-reads the event and sequence counters from the log; one router
-writes to a log at a time (:mod:`banditroute.service.writer_lock`). See docs/reliability.md.
+(``Policy.act(..., allowed=...)``, which validates the context), logged with its context, full
+probability vector and ``info``, and answered with its event id. Feedback is validated against
+the log (unknown event: 404, too late: 410, repeated: acknowledged, not learned again), committed
+with the next learning sequence number and handed to the learner with the decision as logged.
+Decisions and feedback are written from one thread (the app's writer thread): that is what makes
+the sequence numbers gap-free and the learning order the commit order. A write that fails
+(:class:`~banditroute.service.storage.StorageUnavailable`, HTTP 503) is not answered, and the next
+write re-reads the event and sequence counters from the log; one router writes to a log at a time
+(:mod:`banditroute.service.writer_lock`). See docs/reliability.md.
 
 Models live in *slots* of a policy built for ``capacity`` arms: a model added at run time takes
 the next free slot (a cold start from the policy's prior), a retired one keeps its slot but is
 never chosen again. Slot ``i`` always means the same model in the log.
+
+The router only decides, logs and learns: what the dashboard shows of its log is
+:mod:`banditroute.service.dashboard`.
 """
 
 from __future__ import annotations
@@ -38,9 +42,6 @@ from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder, Retriever
 from banditroute.ope.log import valid_rows
-from banditroute.ope.reward_model import cross_fit
-from banditroute.ope.stream import evaluate
-from banditroute.ope.targets import fit_on_log, target_probs
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
 from banditroute.service.components import build_embedder, build_retriever, load_corpus
@@ -59,9 +60,6 @@ from banditroute.service.writer_lock import WriterLock
 
 log = logging.getLogger("banditroute.service")
 
-STATS_ROWS = 20_000  # decisions the dashboard's time series are computed from
-STATS_BUCKETS = 40
-STATS_MIN_BUCKET = 10  # decisions per point at least, so a young log is not all noise
 FAILURE_WINDOW_S = 10.0  # /healthz reports a storage call that failed this recently (and not since)
 
 
@@ -102,10 +100,7 @@ class Router:
         self.metrics = RouterMetrics(lambda: {m.slot: m.name for m in self.models})
         self.embedder: Embedder | None = None
         self.retrieval: Retrieval | None = None
-        self.ope_results: dict[str, Any] = {"updated_at": None, "rows": 0, "skipped_rows": 0, "candidates": []}
         self._snapshot: tuple[Policy, int] | None = None
-        self._ope_stop = threading.Event()
-        self._ope_thread: threading.Thread | None = None
         self._counters_stale = False
         self._probe_lock = threading.Lock()
         self.running = False  # between start() and stop()
@@ -160,16 +155,11 @@ class Router:
         self.metrics.learn_lag.set_function(lambda: self._next_seq - 1 - self.learner.applied_seq)
         self.rng = np.random.default_rng([cfg.router.seed, self._next_event])
         self.learner.start()
-        self._ope_thread = threading.Thread(target=self._ope_loop, name="banditroute-ope", daemon=True)
-        self._ope_thread.start()
         self.running = True
 
     def stop(self) -> None:
-        """Stop the background threads, learn what was accepted, checkpoint, close the log."""
+        """Stop the learner (it learns what was accepted and checkpoints), close the log."""
         self.running = False
-        self._ope_stop.set()
-        if self._ope_thread is not None:
-            self._ope_thread.join(30)
         learner = getattr(self, "learner", None)
         if learner is not None:
             learner.stop()
@@ -232,6 +222,11 @@ class Router:
             self._next_seq = self.storage.max_seq() + 1
             self._counters_stale = False
 
+    @property
+    def published(self) -> tuple[Policy, int] | None:
+        """The policy snapshot routing uses and its version (rows learned); ``None`` before start."""
+        return self._snapshot
+
     def _publish(self, policy: Policy, version: int) -> None:
         self._snapshot = (policy, version)
         self.metrics.policy_version.set(version)
@@ -262,6 +257,10 @@ class Router:
         return mask
 
     def _context(self, context: Any, query: str | None) -> FloatArray:
+        """The request's context as an array: what only the service requires of it — one vector
+        per decision (the log holds one; per-model feature rows are not served) within
+        ``router.max_context_norm``. Its length and finiteness are the policy's to check, once,
+        when it decides (:meth:`decide`)."""
         if (context is None) == (query is None):
             raise InputError("send exactly one of 'context' (a vector) and 'query' (text)")
         if query is not None:
@@ -270,13 +269,11 @@ class Router:
             x = np.asarray(context, dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError("context must be a list of numbers") from None
-        if x.shape != (self.dim,):
+        if x.ndim != 1:
             raise InputError(f"context must be a list of {self.dim} numbers, got shape {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise InputError("context contains NaN or inf")
         limit = self.config.router.max_context_norm
-        with np.errstate(over="ignore"):
-            too_large = limit is not None and not float(np.linalg.norm(x)) <= limit  # an overflowing norm is inf
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing norm is inf; a NaN one is the policy's
+            too_large = limit is not None and float(np.linalg.norm(x)) > limit
         if too_large:
             raise InputError(f"context norm exceeds router.max_context_norm = {limit:g}")
         return x
@@ -304,9 +301,10 @@ class Router:
     def decide(self, x: FloatArray, allowed: np.ndarray, kind: str, request_id: str | None) -> DecisionRecord:
         """Decide among ``allowed`` for context ``x``, log it, return the record.
 
-        Only a valid decision is logged (:func:`~banditroute.ope.log.valid_rows`): a context of
-        absurd magnitude can overflow the policy's arithmetic into NaN probabilities, which would
-        poison learning and off-policy evaluation of the log; it is refused with 422 instead.
+        The policy validates ``x`` (length, NaN/inf: :class:`InputError`, 422). Only a valid
+        decision is logged (:func:`~banditroute.ope.log.valid_rows`): a context of absurd magnitude
+        can overflow the policy's arithmetic into NaN probabilities, which would poison learning
+        and off-policy evaluation of the log; it is refused with 422 instead.
         """
         start = time.perf_counter()
         assert self._snapshot is not None, "router not started"
@@ -314,10 +312,12 @@ class Router:
         policy, version = self._snapshot
         with np.errstate(all="ignore"):  # overflow shows up as non-finite probabilities, checked next
             try:
-                decision = policy.act_batch(x[None], self.rng, allowed=allowed)
+                decision = policy.act(x, self.rng, allowed=allowed)
+            except InputError:  # the context itself (its length, NaN or inf)
+                raise
             except (ValueError, FloatingPointError, np.linalg.LinAlgError):
                 raise InputError(INVALID_DECISION) from None
-        if not valid_rows(x[None], decision.actions, decision.probs, allowed[None])[0]:
+        if not valid_rows(x[None], np.array([decision.action]), decision.probs[None], allowed[None])[0]:
             raise InputError(INVALID_DECISION)
         rec = DecisionRecord(
             event_id=self._next_event,
@@ -325,10 +325,11 @@ class Router:
             created_at=time.time(),
             kind=kind,
             policy_version=version,
-            action=int(decision.actions[0]),
-            probs=decision.probs[0],
+            action=decision.action,
+            probs=decision.probs,
             allowed=allowed,
             context=x,
+            info=dict(decision.info),
         )
         with self._counters_at_risk():
             self.storage.insert_decision(rec)
@@ -411,7 +412,7 @@ class Router:
                 inserted = self.storage.insert_feedback(row)
             if inserted:
                 self._next_seq += 1
-                self.learner.submit(LearnRow(row.seq, rec.context, rec.action, rec.probs, row.reward))
+                self.learner.submit(LearnRow(row.seq, rec.context, rec.action, rec.probs, row.reward, rec.info))
                 self.metrics.on_feedback("accepted", rec.action, row.reward)
                 self.metrics.feedback_latency.observe(time.perf_counter() - start)
                 return {"status": "accepted", "event_id": event_id, "seq": row.seq}
@@ -499,91 +500,3 @@ class Router:
         except (StorageUnavailable, sa.exc.SQLAlchemyError) as exc:
             return str(exc).splitlines()[0]
         return None
-
-    def stats(self) -> dict[str, Any]:
-        """What the dashboard draws: shares and reward over time, totals, off-policy estimates."""
-        recent = self.storage.recent(STATS_ROWS)
-        n_dec, n_fb = self.storage.counts()
-        series: dict[str, Any] = {"t": [], "count": [], "reward": [], "shares": {}}
-        t = recent["created_at"]
-        if t.size:  # buckets of equal numbers of decisions, placed at their first decision's time
-            size = max(math.ceil(t.size / STATS_BUCKETS), STATS_MIN_BUCKET)
-            bucket = np.arange(t.size) // size
-            nb = int(bucket[-1]) + 1
-            counts = np.bincount(bucket, minlength=nb)
-            has = ~np.isnan(recent["reward"])
-            r_sum = np.bincount(bucket[has], weights=recent["reward"][has], minlength=nb)
-            r_n = np.bincount(bucket[has], minlength=nb)
-            series["t"] = t[::size].tolist()
-            series["count"] = counts.tolist()
-            series["reward"] = [float(s / n) if n else None for s, n in zip(r_sum, r_n, strict=True)]
-            for m in self.models:
-                per = np.bincount(bucket[recent["action"] == m.slot], minlength=nb)
-                series["shares"][m.name] = (per / counts).tolist()
-        return {
-            "models": self.list_models(),
-            "decisions": n_dec,
-            "feedback": n_fb,
-            "policy": self.config.policy.name,
-            "policy_version": self._snapshot[1] if self._snapshot else 0,
-            "series": series,
-            "ope": self.ope_results,
-        }
-
-    # ------------------------------------------------------------------ off-policy estimates
-    def _ope_loop(self) -> None:
-        store = self.storage.clone()
-        try:
-            while not self._ope_stop.wait(self.config.ope.interval_s):
-                try:
-                    self.ope_results = self.estimate_candidates(store)
-                except StorageUnavailable as exc:  # logged by the storage layer; retried next interval
-                    log.warning("off-policy refresh skipped: %s", exc)
-                except Exception:  # a failed refresh keeps the last estimates; the service goes on
-                    log.exception("off-policy refresh failed")
-        finally:
-            store.close()
-
-    def estimate_candidates(self, store: Storage) -> dict[str, Any]:
-        """DR estimates (95% normal intervals) over the last ``window`` logged rows with feedback: the
-        current policy, uniform, each active model (on the rows where it was allowed) and the
-        configured candidates (trained on the first half of the window, evaluated on the second)."""
-        cfg = self.config.ope
-        blog, skipped = store.export_log(self.reward_range, last=cfg.window)
-        out: dict[str, Any] = {
-            "updated_at": time.time(),
-            "rows": 0 if blog is None else blog.n,
-            "skipped_rows": skipped,  # invalid rows of a damaged log, left out (Storage.export_log)
-            "candidates": [],
-        }
-        if blog is None or blog.n < cfg.min_rows or self._snapshot is None:
-            return out
-        rng = np.random.default_rng(self.config.router.seed)
-        q_hat = cross_fit(blog)
-        rows: list[tuple[str, float, float | None, float | None, int]] = [
-            ("logged (on-policy mean)", float(blog.rewards.mean()), None, None, blog.n)
-        ]
-        targets = [("current policy", self._snapshot[0]), ("uniform", make_policy("uniform", self.spec))]
-        for name, policy in targets:
-            est = evaluate(
-                blog, target_probs(policy, blog, rng), estimators=("dr",), q_hat=q_hat, intervals=("normal",)
-            )
-            rows.append((name, est["dr"].value, *est["dr"].intervals["normal"], blog.n))
-        assert blog.allowed is not None
-        for m in self.models:  # "always m", on the rows where m could be chosen
-            where = blog.allowed[:, m.slot]
-            if m.active and where.sum() >= cfg.min_rows:
-                sub = blog.subset(where)
-                probs = target_probs(make_policy("fixed", self.spec, arm=m.slot), sub, rng)
-                est = evaluate(sub, probs, estimators=("dr",), q_hat=q_hat[where], intervals=("normal",))
-                rows.append((f"always {m.name}", est["dr"].value, *est["dr"].intervals["normal"], sub.n))
-        half = blog.n // 2
-        if cfg.candidates and half >= cfg.min_rows // 2:
-            train, test = blog.subset(slice(0, half)), blog.subset(slice(half, None))
-            for cand in cfg.candidates:
-                policy = fit_on_log(make_policy(cand.name, self.spec, **cand.params), train)
-                probs = target_probs(policy, test, rng)
-                dr = evaluate(test, probs, estimators=("dr",), q_hat=q_hat[half:], intervals=("normal",))["dr"]
-                rows.append((f"{cand.name} (trained)", dr.value, *dr.intervals["normal"], test.n))
-        out["candidates"] = [{"name": n, "value": v, "lo": lo, "hi": hi, "rows": k} for n, v, lo, hi, k in rows]
-        return out

@@ -1,16 +1,23 @@
 """The router's log behind one interface: SQLite (WAL, zero set-up) or PostgreSQL, by URL.
 
+What differs between the two — engine set-up and timeouts, the insert-on-conflict, the writer
+lock — is a :class:`~banditroute.service.dialects.Dialect` chosen by the URL's scheme; any other
+scheme is refused.
+
 Tables (SQLAlchemy Core, the same schema on both databases):
 
 * ``decisions``: every routing decision — event id, optional client request id, time, kind
   (``route`` / ``search``), policy version, chosen slot, the *full* probability vector over the
-  policy's slots, the allowed-slot mask and the context (float64 bytes).
+  policy's slots, the allowed-slot mask, the context (float64 bytes) and the decision's ``info``
+  (:func:`encode_info`; NULL for policies that carry none), which the learner hands back to the
+  policy so that a policy needing it (``two-stage``) learns live and in replay alike.
 * ``feedback``: one row per event at most (a unique event id makes a repeat a no-op); ``seq``
   numbers accepted feedback 1, 2, 3, ... without gaps — the order the policy learns in.
 * ``checkpoints``: policy state (``.npz`` bytes) after learning rows ``1..seq``, with a checksum
   over ``seq`` and the state (:func:`checkpoint_checksum`); a checkpoint that fails it, or does not
   decode, is skipped for the next older one (:meth:`Storage.verified_checkpoints`) — the log itself
-  can always be replayed. Older logs gain the column at start-up, their checkpoints unverifiable.
+  can always be replayed. Older logs gain the column at start-up, their checkpoints unverifiable
+  (and ``decisions.info``, their old decisions without it).
 * ``models``: slot -> model name, active or retired; ``meta``: the settings the log was written
   under (a different policy cannot resume from it).
 
@@ -41,25 +48,21 @@ import io
 import json
 import logging
 import math
-import os
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
 from banditroute.ope.log import BanditLog, valid_rows
+from banditroute.service.dialects import Dialect, dialect_for, sqlite_path
 
 log = logging.getLogger("banditroute.service")
 
@@ -84,6 +87,7 @@ decisions = sa.Table(
     sa.Column("probs", sa.LargeBinary, nullable=False),
     sa.Column("allowed", sa.LargeBinary, nullable=False),
     sa.Column("context", sa.LargeBinary, nullable=False),
+    sa.Column("info", sa.LargeBinary, nullable=True),  # encode_info(decision info); NULL when empty, and in old logs
 )
 feedback = sa.Table(
     "feedback",
@@ -130,6 +134,7 @@ class DecisionRecord:
     probs: FloatArray
     allowed: np.ndarray
     context: FloatArray
+    info: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ class LearnRow:
     action: int
     probs: FloatArray
     reward: float
+    info: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _floats(blob: bytes) -> FloatArray:
@@ -192,50 +198,17 @@ def is_unavailable(exc: Exception) -> bool:
     return sqlstate.startswith(_PG_UNAVAILABLE)
 
 
-def sqlite_path(engine: Engine) -> Path | None:
-    """The file of a SQLite engine (``None`` for PostgreSQL and in-memory databases)."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
 def make_engine(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Engine:
-    """An engine for ``url`` whose statements wait at most ``timeout_s`` (module docstring).
-
-    SQLite connections get WAL, ``synchronous=NORMAL`` and ``busy_timeout``; a new SQLite file is
-    created ``0600``. PostgreSQL connections get connect, statement and lock timeouts.
-    """
-    ms = max(1, int(timeout_s * 1000))
-    connect_args: dict[str, Any] = {}
-    if url.startswith("postgresql"):
-        connect_args = {
-            "connect_timeout": max(1, math.ceil(timeout_s)),
-            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
-        }
+    """An engine for ``url`` whose statements wait at most ``timeout_s``, set up by its
+    :class:`~banditroute.service.dialects.Dialect` (an unsupported scheme is an :class:`InputError`)."""
+    dialect = dialect_for(url)
     try:
         engine = sa.create_engine(
-            url, pool_pre_ping=not url.startswith("sqlite"), hide_parameters=True, connect_args=connect_args
+            url, pool_pre_ping=dialect.pre_ping, hide_parameters=True, connect_args=dialect.connect_args(timeout_s)
         )
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise InputError(f"cannot use storage url {url.split('@')[-1]!r}: {exc}") from None
-    path = sqlite_path(engine)
-    if path is not None:
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # a new file is 0600
-        except FileExistsError:
-            pass  # an existing file keeps its mode
-        except OSError as exc:
-            raise InputError(f"cannot open the SQLite database {path}: {exc.strerror}") from None
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={ms}")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
+    dialect.prepare(engine, timeout_s)
     return engine
 
 
@@ -276,7 +249,8 @@ class Storage:
         self.on_reconnect: Callable[[], None] | None = None  # runs after each reconnection
         self._backoff = 0.0
         self._retry_at = -math.inf
-        self._insert = sqlite_insert if self.dialect == "sqlite" else postgresql_insert
+        self.dialect: Dialect = dialect_for(self.engine.url)
+        self._insert = self.dialect.insert
         # Hot-path statements built once, so SQLAlchemy compiles each once (per-call construction
         # costs more than the database work).
         self._insert_decision = decisions.insert()
@@ -292,10 +266,6 @@ class Storage:
         except sa.exc.SQLAlchemyError as exc:
             hint = " (is the database file or its directory read-only?)" if sqlite_path(self.engine) else ""
             raise InputError(f"cannot open storage: {describe(exc)}{hint}") from None
-
-    @property
-    def dialect(self) -> str:
-        return str(self.engine.dialect.name)
 
     def clone(self) -> Storage:
         """Another connection to the same database (for another thread)."""
@@ -375,10 +345,14 @@ class Storage:
 
     @_guarded
     def create_schema(self) -> None:
+        """The tables, and the nullable columns a log written by an older version lacks: ``checksum``
+        of ``checkpoints`` (its old checkpoints stay unverifiable: skipped, the log replayed) and
+        ``info`` of ``decisions`` (its old decisions carry none, as before)."""
         metadata.create_all(self.conn)
-        if "checksum" not in {c["name"] for c in sa.inspect(self.conn).get_columns("checkpoints")}:
-            # a log from before checksums: its checkpoints stay unverifiable (skipped, the log replayed)
-            self.conn.execute(sa.text("ALTER TABLE checkpoints ADD COLUMN checksum VARCHAR(80)"))
+        for table, column in ((checkpoints, checkpoints.c.checksum), (decisions, decisions.c.info)):
+            if column.name not in {c["name"] for c in sa.inspect(self.conn).get_columns(table.name)}:
+                kind = column.type.compile(dialect=self.engine.dialect)
+                self.conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
         self.conn.commit()
 
     # ------------------------------------------------------------------ meta and models
@@ -437,6 +411,7 @@ class Storage:
                 "probs": np.ascontiguousarray(rec.probs, dtype=np.float64).tobytes(),
                 "allowed": np.ascontiguousarray(rec.allowed, dtype=np.uint8).tobytes(),
                 "context": np.ascontiguousarray(rec.context, dtype=np.float64).tobytes(),
+                "info": encode_info(rec.info),
             },
         )
         self.conn.commit()
@@ -457,6 +432,7 @@ class Storage:
             _floats(row.probs),
             _mask(row.allowed),
             _floats(row.context),
+            decode_info(row.info),
         )
         fb = None if row.seq is None else FeedbackRecord(row.seq, row.event_id, row.reward, row.cost, row.received_at)
         return rec, fb
@@ -489,7 +465,7 @@ class Storage:
         while True:
             rows = self._learn_chunk(last, chunk)
             for r in rows:
-                yield LearnRow(r.seq, _floats(r.context), r.action, _floats(r.probs), r.reward)
+                yield LearnRow(r.seq, _floats(r.context), r.action, _floats(r.probs), r.reward, decode_info(r.info))
             if len(rows) < chunk:
                 return
             last = rows[-1].seq
@@ -497,7 +473,14 @@ class Storage:
     @_guarded
     def _learn_chunk(self, after_seq: int, chunk: int) -> list[Any]:
         query = (
-            sa.select(feedback.c.seq, decisions.c.context, decisions.c.action, decisions.c.probs, feedback.c.reward)
+            sa.select(
+                feedback.c.seq,
+                decisions.c.context,
+                decisions.c.action,
+                decisions.c.probs,
+                feedback.c.reward,
+                decisions.c.info,
+            )
             .join(decisions, decisions.c.event_id == feedback.c.event_id)
             .where(feedback.c.seq > after_seq)
             .order_by(feedback.c.seq)
@@ -665,3 +648,28 @@ def decode_state(blob: bytes) -> dict[str, Any]:
         return {"policy": header["policy"], "config": header["config"], "state": arrays}
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise InputError(f"corrupted policy checkpoint: {exc!r}") from None
+
+
+def encode_info(info: Mapping[str, Any]) -> bytes | None:
+    """One decision's ``info`` (the extras a policy needs back at learn time, e.g. the two-stage
+    system's candidate set) as ``.npz`` bytes — arrays with their dtype and shape, exactly; no
+    pickle — or ``None`` when it is empty (most policies)."""
+    if not info:
+        return None
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in info.items()})  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def decode_info(blob: bytes | None) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_info`. A damaged blob gives ``{}``: the policy then refuses the row's
+    learning group with a warning (:func:`~banditroute.service.learner.learn_group`), live and in
+    replay alike, as it does for a log written before decisions carried ``info``."""
+    if blob is None:
+        return {}
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        log.warning("a logged decision's info does not decode; its learning group will be skipped")
+        return {}

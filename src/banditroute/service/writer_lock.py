@@ -30,7 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from banditroute.core.validation import InputError
-from banditroute.service.storage import StorageUnavailable, describe, sqlite_path
+from banditroute.service.dialects import dialect_for, sqlite_path
+from banditroute.service.storage import StorageUnavailable, describe
 
 # pg_try_advisory_lock key: the 63-bit prefix of sha256("banditroute writer"), fixed forever.
 ADVISORY_KEY = 0x2F1C5E0B9A3D7461
@@ -55,15 +56,16 @@ class WriterLock:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.path = sqlite_path(engine)
+        self.kind = dialect_for(engine.url).writer_lock
+        self.path = sqlite_path(engine)  # None for in-memory SQLite: nothing to share, no lock
         self._fd: int | None = None
         self._conn: sa.Connection | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`InputError` naming the router that holds it."""
-        if self.path is not None:
+        if self.kind == "flock" and self.path is not None:
             self._flock(self.path.with_name(self.path.name + ".lock"))
-        elif self.engine.dialect.name == "postgresql":
+        elif self.kind == "advisory":
             try:
                 self._advisory()
             except sa.exc.SQLAlchemyError as exc:
@@ -109,7 +111,7 @@ class WriterLock:
     def ensure(self) -> None:
         """After a reconnection: make sure the PostgreSQL lock is still held, taking it again if its
         connection died with a database restart; :class:`StorageUnavailable` if that fails."""
-        if self.engine.dialect.name != "postgresql":
+        if self.kind != "advisory":
             return
         if self._conn is not None:
             try:

@@ -196,6 +196,19 @@ class TwoStage(Policy):
 
     # ------------------------------------------------------------------ acting
     def _act_batch(self, X: FloatArray, rng: np.random.Generator) -> BatchDecision:
+        return self._draw(X, rng, None)
+
+    def _act_restricted(self, X: FloatArray, mask: np.ndarray, rng: np.random.Generator) -> BatchDecision:
+        """The two-stage system on the allowed items: a nominator whose pool holds allowed items
+        proposes only among them (its distribution with the others' scores at ``-inf``, then
+        renormalised over the allowed ones), one whose pool holds none proposes as usual, and the
+        ranker serves only allowed candidates (one is always proposed: the pools cover every item).
+        Not the renormalised unrestricted vector: ``info`` must hold the distributions each stage
+        really drew from, which learning (policy gradients) uses. An all-allowed row decides
+        exactly as :meth:`_act_batch`."""
+        return self._draw(X, rng, mask)
+
+    def _draw(self, X: FloatArray, rng: np.random.Generator, mask: np.ndarray | None) -> BatchDecision:
         n_rows, N, K = X.shape[0], self.n_nominators, self.n_prob_samples
         shared_context = self._shared_context(X)
         actions = np.empty(n_rows, dtype=np.int64)
@@ -209,11 +222,13 @@ class TwoStage(Policy):
         for i in range(n_rows):
             x = X[i]
             scores = self.nominators.scores(self._pool_rows(x, shared_context), self.pool_models)
-            pool_probs = self.nominators.distribution(scores, self.segments)
+            ok = None if mask is None else mask[i][self.pool_items]
+            pool_probs = _restricted(self.nominators, scores, ok, self.segments)
             sets = self.pool_items[self.segments.sample(pool_probs, K, rng)]  # (K, N) candidate sets
             items, inverse = np.unique(sets, return_inverse=True)
             ranker_scores = self.ranker.scores(self._ranker_rows(x, items, shared_context), self._ranker_models(items))
-            rho = self.ranker.distribution(ranker_scores[inverse.reshape(K, N)])  # (K, N): ρ(slot | C_k)
+            ok = None if mask is None else mask[i][sets]
+            rho = _restricted(self.ranker, ranker_scores[inverse.reshape(K, N)], ok, None)  # (K, N): ρ(slot | C_k)
             joint = (rho / K).ravel()
             k, slot = divmod(int(sample_categorical(joint, rng)), N)
             np.add.at(probs[i], sets.ravel(), joint)
@@ -328,3 +343,25 @@ class TwoStage(Policy):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         for name, comp in self._components().items():
             comp.load({k.partition(".")[2]: v for k, v in state.items() if k.partition(".")[0] == name})
+
+
+def _restricted(
+    component: Component, scores: FloatArray, ok: np.ndarray | None, segments: Segments | None
+) -> FloatArray:
+    """``component``'s distribution over the options ``ok`` allows, per row (``segments=None``) or per
+    segment: disallowed options score ``-inf`` and get no mass. A row or segment with every option
+    allowed, or none (a nominator with no allowed item in its pool), keeps the unrestricted
+    distribution, bit for bit."""
+    if ok is None:
+        return component.distribution(scores, segments)
+    if segments is None:
+        some, every = ok.any(axis=-1, keepdims=True), ok.all(axis=-1, keepdims=True)
+    else:
+        count = segments.sum(ok.astype(np.float64))[segments.owner]
+        some, every = count > 0, count == segments.sizes[segments.owner]
+    partial = some & ~every
+    probs = component.distribution(np.where(ok | ~partial, scores, -np.inf), segments)
+    kept = np.where(ok, probs, 0.0)
+    mass = kept.sum(axis=-1, keepdims=True) if segments is None else segments.sum(kept)[segments.owner]
+    out: FloatArray = np.where(partial, kept / np.where(partial, mass, 1.0), probs)
+    return out

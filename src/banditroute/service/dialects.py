@@ -1,0 +1,124 @@
+"""What differs between the databases the router's log can live in, one object per database.
+
+:class:`~banditroute.service.storage.Storage` speaks SQLAlchemy Core, the same schema and the same
+statements on every database, except for what a :class:`Dialect` says: how an engine is made
+(timeouts, SQLite's pragmas and ``0600`` file), the insert that ignores or replaces a conflicting
+row, and which single-writer lock guards the log (:mod:`banditroute.service.writer_lock`). The
+dialect is chosen by the URL's scheme (:func:`dialect_for`); a scheme without one is refused with a
+message naming the supported ones, rather than taking another database's code path.
+See docs/reliability.md for the timeouts and the locks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from banditroute.core.validation import InputError
+
+
+class Dialect(Protocol):
+    """One database: its URL scheme (the SQLAlchemy backend name), engine set-up, upsert, writer lock."""
+
+    name: ClassVar[str]
+    writer_lock: ClassVar[Literal["flock", "advisory"]]  # a file lock next to the database / a database lock
+    pre_ping: ClassVar[bool]  # test pooled connections before use (a server may have dropped them)
+
+    def connect_args(self, timeout_s: float) -> dict[str, Any]:
+        """DBAPI connect arguments bounding every statement by ``timeout_s``."""
+
+    def prepare(self, engine: Engine, timeout_s: float) -> None:
+        """Set up a new engine (files, per-connection settings) before its first connection."""
+
+    def insert(self, table: sa.Table) -> Any:
+        """An ``INSERT`` on ``table`` that offers ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+
+
+def sqlite_path(engine: Engine) -> Path | None:
+    """The file of a SQLite engine (``None`` for other databases and in-memory SQLite)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+class SQLite:
+    """WAL (readers never block the writer), ``synchronous=NORMAL`` (a commit survives the process
+    being killed), ``busy_timeout``; a new database file is created ``0600``; ``flock`` writer lock."""
+
+    name: ClassVar[str] = "sqlite"
+    writer_lock: ClassVar[Literal["flock", "advisory"]] = "flock"
+    pre_ping: ClassVar[bool] = False
+
+    def connect_args(self, timeout_s: float) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, engine: Engine, timeout_s: float) -> None:
+        path = sqlite_path(engine)
+        if path is not None:
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # a new file is 0600
+            except FileExistsError:
+                pass  # an existing file keeps its mode
+            except OSError as exc:
+                raise InputError(f"cannot open the SQLite database {path}: {exc.strerror}") from None
+        ms = _ms(timeout_s)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={ms}")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
+
+
+class PostgreSQL:
+    """Connect, statement and lock timeouts; connections pinged before use; advisory writer lock."""
+
+    name: ClassVar[str] = "postgresql"
+    writer_lock: ClassVar[Literal["flock", "advisory"]] = "advisory"
+    pre_ping: ClassVar[bool] = True
+
+    def connect_args(self, timeout_s: float) -> dict[str, Any]:
+        ms = _ms(timeout_s)
+        return {
+            "connect_timeout": max(1, math.ceil(timeout_s)),
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        }
+
+    def prepare(self, engine: Engine, timeout_s: float) -> None:
+        return None
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (SQLite(), PostgreSQL())}
+
+
+def _ms(timeout_s: float) -> int:
+    return max(1, int(timeout_s * 1000))
+
+
+def dialect_for(url: str | sa.URL) -> Dialect:
+    """The dialect of a database URL (``sqlite:///...``, ``postgresql+psycopg://...``), by its scheme."""
+    try:
+        backend = sa.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError as exc:
+        raise InputError(f"cannot use storage url {str(url).split('@')[-1]!r}: {exc}") from None
+    try:
+        return DIALECTS[backend]
+    except KeyError:
+        supported = ", ".join(f"{name}://" for name in DIALECTS)
+        raise InputError(f"unsupported storage url scheme {backend!r}: use one of {supported}") from None
