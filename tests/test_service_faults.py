@@ -256,7 +256,9 @@ def test_disk_full_on_sqlite_answers_503_then_recovers(tmp_path: Path) -> None:
             for _ in range(3):
                 start = time.monotonic()
                 unavailable(load.route())
-                assert time.monotonic() - start < 1.0  # fails fast
+                # fails fast: a disk-full error is immediate, far below the 5 s storage timeout (the
+                # margin is for a loaded 2-core machine, where one request has taken 1.3 s)
+                assert time.monotonic() - start < 2.5
             for eid in waiting:
                 unavailable(load.feedback(eid))
             health = c.get("/healthz")
@@ -303,7 +305,7 @@ def test_write_lock_held_elsewhere_health_and_metrics_answer_routes_get_503(tmp_
             for path in ("/healthz", "/metrics"):
                 start = time.monotonic()
                 assert c.get(path).status_code in (200, 503)
-                assert time.monotonic() - start < 0.5, f"{path} waited on the write lock"
+                assert time.monotonic() - start < 1.0, f"{path} waited on the write lock"  # the route waits 1.5 s
             thread.join(10)
             assert statuses == [503] and 1.2 < waited[0] < 3.5, (statuses, waited)
             health = c.get("/healthz")
