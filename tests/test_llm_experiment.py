@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from banditroute.cli.main import app
 from banditroute.core.validation import InputError
 from banditroute.envs.reward_table import RewardTable
-from banditroute.llm.experiment import BUDGETED, FAMILIES, LLMBenchConfig, read_rows, run_benchmark
+from banditroute.llm.experiment import BUDGETED, FAMILIES, LLMBenchConfig, SeedInputs, read_rows, run_benchmark
 from llm_fakes import clustered_problem
 
 CONFIG = LLMBenchConfig(
@@ -26,21 +26,26 @@ CONFIG = LLMBenchConfig(
     pilot_dim=4,
     pilot_triplets=2000,
     pilot_max_iter=40,
+    knn_ks=(5, 20),
+    task_regs=(1e-2,),
+    select_folds=3,
 )
 
 
 @pytest.fixture(scope="module")
-def table() -> RewardTable:
-    split, _ = clustered_problem(160, np.random.default_rng(5))
-    return RewardTable(split.contexts, split.quality, split.cost, arm_names=("a", "b", "c", "d"), reward_range=(0, 1))
+def inputs() -> SeedInputs:
+    split, labels = clustered_problem(160, np.random.default_rng(5))
+    table = RewardTable(split.contexts, split.quality, split.cost, arm_names=("a", "b", "c", "d"), reward_range=(0, 1))
+    queries = tuple(f"query {i} of kind {k}?" for i, k in enumerate(labels))
+    return SeedInputs(table, np.full(table.n_rows, 100.0), True, queries, tuple(f"task{k}" for k in labels))
 
 
-def test_benchmark_runs_every_family_within_budget_and_resumes(table: RewardTable, tmp_path: Path) -> None:
-    tokens = np.full(table.n_rows, 100.0)
-    result = run_benchmark(table, tokens, True, CONFIG, tmp_path / "bench", progress=False)
+def test_benchmark_runs_every_family_within_budget_and_resumes(inputs: SeedInputs, tmp_path: Path) -> None:
+    result = run_benchmark(inputs, CONFIG, tmp_path / "bench", progress=False)
     s = result.summary
     assert set(s.family) == set(FAMILIES)
-    assert (s.seeds == 2).all() and s.budget_ok.all()
+    assert (s.seeds == 2).all()
+    assert s[s.family.isin(BUDGETED)].budget_ok.all() and s[~s.family.isin(BUDGETED)].budget_ok.isna().all()
     single_d = s[s.label == "d"].iloc[0]  # the dearest LLM is the reference (best on average)
     assert single_d.quality_pct == pytest.approx(100.0) and single_d.cost_pct == pytest.approx(100.0)
     oracle = s[s.family == "oracle"].iloc[0]
@@ -55,12 +60,12 @@ def test_benchmark_runs_every_family_within_budget_and_resumes(table: RewardTabl
     seed0 = tmp_path / "bench" / "runs" / "seed0.jsonl"
     lines = seed0.read_text().splitlines()
     seed0.write_text("\n".join(lines[:-1]) + '\n{"torn')
-    run_benchmark(table, tokens, True, CONFIG, tmp_path / "bench", progress=False)
+    run_benchmark(inputs, CONFIG, tmp_path / "bench", progress=False)
     rows = list(read_rows(seed0))
     assert [r["label"] for r in rows] == [json.loads(line)["label"] for line in lines]
     other = LLMBenchConfig(dataset="synthetic", seeds=1, families=("single",))
     with pytest.raises(InputError, match="different configuration"):
-        run_benchmark(table, tokens, True, other, tmp_path / "bench", progress=False)
+        run_benchmark(inputs, other, tmp_path / "bench", progress=False)
 
 
 def test_bench_config_and_cli_reject_bad_input(tmp_path: Path) -> None:
@@ -68,6 +73,10 @@ def test_bench_config_and_cli_reject_bad_input(tmp_path: Path) -> None:
         LLMBenchConfig(families=("nope",))
     with pytest.raises(InputError):
         LLMBenchConfig(budgets=(-0.1,))
+    for bad in ({"train_frac": 1.0}, {"train_frac": 0.0}, {"seeds": (1, 1)}, {"seeds": (-1,)}):
+        with pytest.raises(InputError):
+            LLMBenchConfig(**bad)  # type: ignore[arg-type]
+    assert LLMBenchConfig(seeds=3).seeds == (0, 1, 2)
     runner = CliRunner()
     res = runner.invoke(app, ["bench", "llm-routing", "--data", "nope", "--data-dir", str(tmp_path)])
     assert res.exit_code == 2 and "unknown LLM routing dataset" in res.output

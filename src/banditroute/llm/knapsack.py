@@ -233,3 +233,15 @@ class DualPacer:
         self.spent += cost
         self.t += 1
         self.mu = max(0.0, self.mu + self.eta * (cost - self.rate) / self.scale)
+
+
+def calibrate_price(pred: FloatArray, cost: FloatArray, rate: float, scale: float) -> float:
+    """The smallest price ``μ`` (0, then a log grid 10⁻³…10³) at which routing every row to
+    ``argmax(pred − μ · cost / scale)`` spends at most ``rate`` per row on average (10³ if none does):
+    the starting price of :class:`DualPacer`, set offline on training predictions."""
+    pred, cost = np.asarray(pred, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+    rows = np.arange(pred.shape[0])
+    for mu in np.concatenate([[0.0], np.logspace(-3, 3, 121)]):
+        if cost[rows, np.argmax(pred - mu * cost / scale, axis=1)].mean() <= rate:
+            return float(mu)
+    return 1e3
