@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditroute.envs.base import EnvSpec
+from banditroute.core.types import EnvSpec
 from banditroute.envs.lowrank import LowRankExperts
 from banditroute.policies.hpg import HPG
 from banditroute.simulate.runner import Trace, run_seed

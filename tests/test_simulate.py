@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError
-from banditroute.envs.base import Environment, EnvSpec, Rounds
+from banditroute.envs.base import Environment, Rounds
 from banditroute.envs.registry import ENV_REGISTRY, make_env
 from banditroute.envs.reward_table import RewardTable
 from banditroute.policies.registry import make_policy

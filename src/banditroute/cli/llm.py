@@ -1,6 +1,6 @@
 """``banditroute bench llm-routing``: budgeted LLM routing on a real quality/cost table.
 
-A thin face over :mod:`banditroute.llm.experiment`: load the dataset, embed its queries with a
+A thin face over :mod:`banditroute.studies.llm_routing`: load the dataset, embed its queries with a
 real local embedder (through the embedding cache, so re-runs encode nothing), run every method
 over seeds and budgets, print the operating points and AIQ, and write CSVs and figures.
 """
@@ -83,8 +83,8 @@ def llm_routing(
         from banditroute.core.validation import InputError
         from banditroute.data.cache import CachedEmbedder, EmbeddingCache
         from banditroute.data.embedders import make_embedder
-        from banditroute.llm.experiment import FAMILIES, LLMBenchConfig, run_benchmark
         from banditroute.llm.protocols import Protocol, default_budgets, parse_seeds
+        from banditroute.studies.llm_routing import FAMILIES, LLMBenchConfig, run_benchmark
 
         fams = tuple(f.strip() for f in families.split(",") if f.strip()) or FAMILIES
         try:

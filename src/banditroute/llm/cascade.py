@@ -33,7 +33,7 @@ from banditroute.core.types import Decision, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive, check_unit_interval
 from banditroute.llm.features import Featurizer
 from banditroute.llm.knapsack import best_subset
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import ucb_scores, warm_start
 from banditroute.policies.ridge import LinUCB
 
@@ -41,7 +41,7 @@ MODES = ("greedy", "budget", "knapsack")
 COST_FLOOR = 1e-12
 
 
-class CascadeRouter(Router):
+class CascadeRouter(OnlineRouter):
     """Greedy multi-step LinUCB with optional budget-aware or knapsack planning (module docstring).
 
     Args:

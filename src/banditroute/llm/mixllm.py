@@ -46,7 +46,7 @@ from banditroute.core.types import Decision, FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int, check_positive, check_unit_interval
 from banditroute.llm.features import Featurizer
 from banditroute.llm.knapsack import ABSTAIN, DualPacer, KnapsackPacer, calibrate_price, ratio_bounds
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import reference_cost, ucb_scores, warm_start
 from banditroute.policies.loglinear import LogLinearPG
 from banditroute.policies.ridge import LinUCB
@@ -81,7 +81,7 @@ class QueueSim:
         self.wait = np.maximum(self.wait - self.interval, 0.0)
 
 
-class MixLLMRouter(Router):
+class MixLLMRouter(OnlineRouter):
     """MixLLM's meta decision maker (module docstring).
 
     Args:

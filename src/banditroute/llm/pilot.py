@@ -34,7 +34,7 @@ from banditroute.core.types import Decision, FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_positive
 from banditroute.llm.features import unit_rows
 from banditroute.llm.knapsack import ABSTAIN, KnapsackPacer, ratio_bounds
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import ucb_scores
 from banditroute.policies.ridge import LinUCB
 
@@ -292,7 +292,7 @@ class PriorLinUCB(LinUCB):
         self.theta = prior_arr.copy()
 
 
-class PilotRouter(Router):
+class PilotRouter(OnlineRouter):
     """PILOT: the preference prior, LinUCB initialised from it, and the knapsack budget (module docstring).
 
     Args:

@@ -27,7 +27,7 @@ from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_positive
 from banditroute.llm.knapsack import DualPacer, calibrate_price
 from banditroute.llm.metrics import best_quality_within
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import reference_cost
 
 PRICES = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 121)])
@@ -94,7 +94,7 @@ def select(
     return best, preds[best], scores
 
 
-class PredictedRouter(Router):
+class PredictedRouter(OnlineRouter):
     """Route by estimated quality minus priced cost (module docstring).
 
     Args:

@@ -22,15 +22,41 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.core.types import FloatArray
+from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder
+from banditroute.envs.reward_table import RewardTable
 from banditroute.llm.dedup import NEAR_DUPLICATE_COSINE
-from banditroute.llm.experiment import SeedInputs, subsample
 from banditroute.llm.splits import TrainTest, question_split, task_holdout, tasks_of, train_test
 from banditroute.llm.tables import LLMRoutingData, load_llm_dataset
 
 SEED_PLACEHOLDER = "{seed}"
+
+
+@dataclass(frozen=True, eq=False)
+class SeedInputs:
+    """What one seed runs on: the embedded table, per-query prompt tokens, texts and task labels, and the
+    split (``None``: a random split by ``train_frac``; else ``(train rows, test rows)``)."""
+
+    table: RewardTable
+    tokens: FloatArray
+    cost_known: bool
+    queries: tuple[str, ...]
+    groups: tuple[str, ...]
+    split: tuple[IntArray, IntArray] | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        n = self.table.n_rows
+        if len(self.queries) != n or len(self.groups) != n or np.shape(self.tokens) != (n,):
+            raise InputError(f"queries, groups and tokens must have one entry per table row ({n})")
+
+
+def subsample(data: LLMRoutingData, max_queries: int, seed: int = 0) -> LLMRoutingData:
+    """At most ``max_queries`` rows, drawn without replacement (seeded, in their original order); 0: all."""
+    if max_queries <= 0 or data.n_rows <= max_queries:
+        return data
+    return data.subset(np.sort(np.random.default_rng(seed).choice(data.n_rows, max_queries, replace=False)))
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.core.types import FloatArray, IntArray
+from banditroute.core.types import EnvSpec, FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int
-from banditroute.envs.base import Environment, EnvSpec
+from banditroute.envs.base import Environment
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
 

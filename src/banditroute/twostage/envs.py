@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from banditroute.core.types import FloatArray
+from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int, check_positive
-from banditroute.envs.base import Environment, EnvSpec, Rounds
+from banditroute.envs.base import Environment, Rounds
 from banditroute.envs.reward_table import RewardTable
 
 AMAZONCAT_URL = "http://manikvarma.org/downloads/XC/XMLRepository.html"

@@ -1,9 +1,9 @@
 """The LLM-routing benchmark: every method over budgets / trade-offs / seeds on one dataset.
 
-Per seed ``s`` a :class:`SeedInputs` gives the table and its split: a random split (``train_frac``
-for training), or a given one — separate training and test files, a split by question, a held-out
-task (:mod:`banditroute.llm.splits`). The test rows are an online stream served in a seeded random
-order; everything a method fits offline — the shared PCA contexts,
+Per seed ``s`` a :class:`~banditroute.llm.protocols.SeedInputs` gives the table and its split: a
+random split (``train_frac`` for training), or a given one — separate training and test files, a
+split by question, a held-out task (:mod:`banditroute.llm.protocols`). The test rows are an online
+stream served in a seeded random order; everything a method fits offline — the shared PCA contexts,
 the cost model, PILOT's preference prior, MixLLM's quality predictors, the knapsack's ratio
 bounds — sees the training split only. The *reference* is the best single LLM on the training
 split (highest mean quality); a run's quality and cost are reported as percentages of that LLM's
@@ -46,19 +46,18 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.core.types import FloatArray, IntArray
+from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
-from banditroute.envs.reward_table import RewardTable
 from banditroute.llm.cascade import CascadeRouter
 from banditroute.llm.features import CostModel, Featurizer
 from banditroute.llm.metrics import aiq, best_quality_within, hull
 from banditroute.llm.mixllm import MixLLMRouter
 from banditroute.llm.neighbours import KNNEstimator
-from banditroute.llm.online import Router, RunRecord, Split, run_online
+from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
 from banditroute.llm.predicted import PredictedRouter, QualityEstimator, select
+from banditroute.llm.protocols import SeedInputs
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
-from banditroute.llm.tables import LLMRoutingData
 from banditroute.llm.tasks import TaskEstimator, structure_features
 
 FAMILIES = (
@@ -119,7 +118,7 @@ class LLMBenchConfig:
         linucb_alpha, hpg_eta, pilot_alpha, pilot_strength, pilot_triplets, pilot_max_iter, n_bins, cascade_alpha,
             success: method knobs.
         max_queries: cap on the number of queries (``0``: all); the caller subsamples the data
-            with :func:`subsample` before embedding, the field records it.
+            with :func:`~banditroute.llm.protocols.subsample` before embedding, the field records it.
         knn_ks, knn_weightings, task_regs, select_folds: the candidates of the kNN and task routers'
             settings, and the folds of their validation on the training split.
         protocol: how the split was made (provenance, e.g. ``train/test files``).
@@ -187,33 +186,7 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def subsample(data: LLMRoutingData, max_queries: int, seed: int = 0) -> LLMRoutingData:
-    """At most ``max_queries`` rows, drawn without replacement (seeded, in their original order); 0: all."""
-    if max_queries <= 0 or data.n_rows <= max_queries:
-        return data
-    return data.subset(np.sort(np.random.default_rng(seed).choice(data.n_rows, max_queries, replace=False)))
-
-
 # ---------------------------------------------------------------------------------------------- one seed
-@dataclass(frozen=True, eq=False)
-class SeedInputs:
-    """What one seed runs on: the embedded table, per-query prompt tokens, texts and task labels, and the
-    split (``None``: a random split by ``train_frac``; else ``(train rows, test rows)``)."""
-
-    table: RewardTable
-    tokens: FloatArray
-    cost_known: bool
-    queries: tuple[str, ...]
-    groups: tuple[str, ...]
-    split: tuple[IntArray, IntArray] | None = None
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        n = self.table.n_rows
-        if len(self.queries) != n or len(self.groups) != n or np.shape(self.tokens) != (n,):
-            raise InputError(f"queries, groups and tokens must have one entry per table row ({n})")
-
-
 @dataclass
 class SeedSetup:
     """Everything fitted on one seed's training split, shared by that seed's runs."""
@@ -330,7 +303,7 @@ class MethodRun:
     label: str
     knob: str
     value: float
-    build: Callable[[SeedSetup], Router]
+    build: Callable[[SeedSetup], OnlineRouter]
     budget: float | None = None  # fraction of the reference cost
 
 
@@ -387,19 +360,19 @@ def method_runs(config: LLMBenchConfig, arm_names: tuple[str, ...]) -> list[Meth
 
 
 # Builders: one per family, ``(seed setup, knobs) -> a fresh router``.
-def _oracle(s: SeedSetup) -> Router:
+def _oracle(s: SeedSetup) -> OnlineRouter:
     return OracleRouter()
 
 
-def _single(s: SeedSetup, arm: int, name: str) -> Router:
+def _single(s: SeedSetup, arm: int, name: str) -> OnlineRouter:
     return fixed_router(arm, name, s.featurizer)
 
 
-def _random(s: SeedSetup) -> Router:
+def _random(s: SeedSetup) -> OnlineRouter:
     return PolicyRouter("uniform", s.featurizer, name="random")
 
 
-def _bandit(s: SeedSetup, policy: str, mu: float) -> Router:
+def _bandit(s: SeedSetup, policy: str, mu: float) -> OnlineRouter:
     options: dict[str, dict[str, Any]] = {
         "linucb": {"alpha": s.config.linucb_alpha},
         # HPG with its tuned η = 1 and no baseline locks onto one LLM within the first rounds here.
@@ -409,7 +382,7 @@ def _bandit(s: SeedSetup, policy: str, mu: float) -> Router:
     return PolicyRouter(policy, s.featurizer, c_ref=reference_cost(s.train), mu=mu, params=params)
 
 
-def _pilot(s: SeedSetup, family: str) -> Router:
+def _pilot(s: SeedSetup, family: str) -> OnlineRouter:
     c = s.config
     return PilotRouter(
         s.prior, s.train, strength=c.pilot_strength, alpha=c.pilot_alpha, n_bins=c.n_bins, name=family,
@@ -417,18 +390,18 @@ def _pilot(s: SeedSetup, family: str) -> Router:
     )  # fmt: skip
 
 
-def _mixllm(s: SeedSetup, lam: float, feedback: float = 0.0) -> Router:
+def _mixllm(s: SeedSetup, lam: float, feedback: float = 0.0) -> OnlineRouter:
     name = f"mixllm{'-feedback' if feedback else ''} λ={lam:g}"
     return MixLLMRouter(s.featurizer, s.train, lam=lam, feedback=feedback, name=name)
 
 
-def _budgeted_mixllm(s: SeedSetup, rule: str) -> Router:
+def _budgeted_mixllm(s: SeedSetup, rule: str) -> OnlineRouter:
     name = {"dual": "mixllm-budget", "knapsack": "mixllm-knapsack"}[rule]
     # λ = ∞: the knapsack's values are predicted qualities; dual pacing sets its own λ_t.
     return MixLLMRouter(s.featurizer, s.train, lam=float("inf"), budget_rule=rule, n_bins=s.config.n_bins, name=name)
 
 
-def _queued_mixllm(s: SeedSetup, beta: float) -> Router:
+def _queued_mixllm(s: SeedSetup, beta: float) -> OnlineRouter:
     """MixLLM (λ = 1.4) on a congested queue [ours]: one query per second, and every call occupies its
     LLM for 2 s, so an LLM that gets more than half of the traffic builds an ever longer queue.
     ``beta = 0``: the queue is only measured; ``beta > 0``: the waiting-time penalty (τ = 5 s)."""
@@ -438,14 +411,14 @@ def _queued_mixllm(s: SeedSetup, beta: float) -> Router:
     )  # fmt: skip
 
 
-def _cascade(s: SeedSetup, mode: str, H: int = 3) -> Router:
+def _cascade(s: SeedSetup, mode: str, H: int = 3) -> OnlineRouter:
     c = s.config
     return CascadeRouter(
         s.featurizer, s.train, H=min(H, s.train.n_arms), mode=mode, alpha=c.cascade_alpha, success=c.success
     )
 
 
-def _predicted(s: SeedSetup, family: str) -> Router:
+def _predicted(s: SeedSetup, family: str) -> OnlineRouter:
     kind = family.removesuffix("-online")
     estimator, oof = s.knn if kind == "knn" else s.task
     X = s.table.contexts if kind == "knn" else s.task_features
@@ -454,7 +427,7 @@ def _predicted(s: SeedSetup, family: str) -> Router:
     )
 
 
-def summarise_run(record: RunRecord, setup: SeedSetup, router: Router) -> dict[str, Any]:
+def summarise_run(record: RunRecord, setup: SeedSetup, router: OnlineRouter) -> dict[str, Any]:
     """The numbers one run contributes (plain JSON)."""
     stream = setup.stream
     ref = setup.reference
