@@ -144,7 +144,7 @@ def llm_split(
     out: Annotated[Path, typer.Option(help="Output folder: OUT/<seed>/train.* and test.*.")],
     dataset: Annotated[str, typer.Option(help="Its format: llmrouter or paretobandit.")] = "llmrouter",
     test_frac: Annotated[float, typer.Option(help="Share of the queries for the test file.")] = 0.2,
-    seeds: Annotated[str, typer.Option(help="Seeds: a count (5), a range (0-4) or a list (0,3,7).")] = "0",
+    seeds: Annotated[str, typer.Option(help="Seeds: a count (5), a range (0-4) or a list (0,3,7).")] = "1",
     near_threshold: Annotated[
         float, typer.Option(help="Embedding cosine at or above which two queries are the same question.")
     ] = 0.95,
@@ -152,6 +152,9 @@ def llm_split(
         "minilm-l6-int8"
     ),
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder (default: the user cache).")] = None,
+    similarity_report: Annotated[
+        bool, typer.Option(help="Print the cosine of edited duplicates vs distinct questions (the threshold).")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Split a dataset file by question into training and test files that share no question.
@@ -161,14 +164,28 @@ def llm_split(
     --test OUT/{seed}/test.json --seeds ...`.
     """
     with user_errors():
+        import numpy as np
+        from rich.table import Table
+
         from banditroute.data.cache import CachedEmbedder, EmbeddingCache
         from banditroute.data.embedders import make_embedder
+        from banditroute.llm.dedup import similarity_profile
         from banditroute.llm.protocols import embed, parse_seeds
         from banditroute.llm.splits import question_split, write_split
         from banditroute.llm.tables import load_llm_dataset
 
         table = load_llm_dataset(dataset, data)
-        E = embed(table, CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=not quiet))
+        cached = CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=not quiet)
+        E = embed(table, cached)
+        if similarity_report:
+            report = Table(title=f"cosine similarity ({embedder}) on {data}; threshold {near_threshold:g}")
+            for col in ("pairs", "n", "1%", "5%", "50%", "95%", "99%", "max", f"share ≥ {near_threshold:g}"):
+                report.add_column(col, justify="left" if col == "pairs" else "right")
+            for name, sims in similarity_profile(table.queries, E, cached.encode_queries).items():
+                qs = np.quantile(sims, [0.01, 0.05, 0.5, 0.95, 0.99])
+                share = f"{100 * float((sims >= near_threshold).mean()):.3g}%"
+                report.add_row(name, str(sims.size), *(f"{q:.3f}" for q in qs), f"{sims.max():.3f}", share)
+            console.print(report)
         for s in parse_seeds(seeds):
             tt = question_split(table, E, test_frac, s, threshold=near_threshold)
             paths = write_split(table, tt, out / str(s))

@@ -14,13 +14,13 @@ quarter of an outside test file's questions occur word for word in ``dcrouter_tr
 :func:`overlap` marks the test queries that duplicate a training query at any level;
 :func:`question_groups` joins the queries of one table into groups (connected components of the
 duplicate relation), and :func:`split_by_question` splits a table by group, so the two sides
-share no question at any level.
+share no question at any level. :func:`similarity_profile` measures where the threshold goes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,3 +153,60 @@ def split_by_question(groups: IntArray, test_frac: float, seed: int) -> tuple[In
     n_test = int(np.clip(np.searchsorted(cum, test_frac * groups.size) + 1, 1, ids.size - 1))
     is_test = np.isin(groups, order[:n_test])
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+# ---------------------------------------------------------------------------------------------- threshold
+EDITS = ("case+punctuation", "prefix", "word dropped", "word swapped")
+
+
+def edit(text: str, kind: str, rng: np.random.Generator) -> str:
+    """A duplicate of ``text`` as another file might hold it: re-cased and re-punctuated, with a prompt
+    prefix, with one word dropped, or with two neighbouring words swapped."""
+    words = text.split()
+    if kind == "case+punctuation":
+        return _NON_WORD.sub(" ", text).strip().upper()
+    if kind == "prefix":
+        return f"Question: {text}\nAnswer:"
+    if len(words) < 3:
+        return text + " ?"
+    i = int(rng.integers(0, len(words) - 1))
+    if kind == "word dropped":
+        return " ".join(words[:i] + words[i + 1 :])
+    if kind == "word swapped":
+        return " ".join([*words[:i], words[i + 1], words[i], *words[i + 2 :]])
+    raise InputError(f"unknown edit {kind!r}; known: {', '.join(EDITS)}")
+
+
+def similarity_profile(
+    queries: Sequence[str],
+    E: FloatArray,
+    encode: Callable[[list[str]], np.ndarray],
+    *,
+    n: int = 300,
+    seed: int = 0,
+) -> dict[str, FloatArray]:
+    """Cosine similarities that place the near-duplicate threshold, on one table's queries ``E``:
+
+    - ``"random pairs"``: 100,000 random pairs of distinct queries (what must stay below it);
+    - ``"nearest other question"``: each of ``n`` queries against its most similar query with another
+      normalised text (the hardest true negatives: template siblings, same passage);
+    - one entry per :data:`EDITS`: ``n`` queries against an edited copy of themselves, embedded by
+      ``encode`` (true duplicates, which must land above it).
+    """
+    rng = np.random.default_rng(seed)
+    U = _check(E, len(queries), "E")
+    m = len(queries)
+    a, b = rng.integers(0, m, 100_000), rng.integers(0, m, 100_000)
+    keep = a != b
+    pick = rng.choice(m, min(n, m), replace=False)
+    S = U[pick] @ U.T
+    norm = [normalise(q) for q in queries]
+    same = np.array([[norm[i] == norm[j] for j in range(m)] for i in pick])
+    out: dict[str, FloatArray] = {
+        "random pairs": np.einsum("ij,ij->i", U[a[keep]], U[b[keep]]),
+        "nearest other question": np.where(same, -np.inf, S).max(axis=1),
+    }
+    for kind in EDITS:
+        V = unit_rows(np.asarray(encode([edit(queries[i], kind, rng) for i in pick]), dtype=np.float64))
+        out[kind] = np.einsum("ij,ij->i", U[pick], V)
+    return out

@@ -63,7 +63,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     """``"5"``: seeds 0–4 (a count); ``"0-4"``: a range, both ends included; ``"0,3,7"``: a list."""
     text = text.strip()
     try:
-        if re.fullmatch(r"\d+", text):
+        if re.fullmatch(r"\d+", text) and int(text) > 0:
             return tuple(range(int(text)))
         if m := re.fullmatch(r"(\d+)\s*-\s*(\d+)", text):
             lo, hi = int(m[1]), int(m[2])
@@ -75,7 +75,10 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 return seeds
     except ValueError:
         pass
-    raise InputError(f"--seeds must be a count (5), a range (0-4) or a list of distinct seeds (0,3,7), got {text!r}")
+    raise InputError(
+        f"--seeds must be a positive count (5: seeds 0-4), a range (0-4; 3-3 for seed 3 alone) or a list of "
+        f"distinct seeds (0,3,7), got {text!r}"
+    )
 
 
 def default_budgets(inputs: SeedInputs, n: int = 8) -> tuple[float, ...]:
