@@ -117,8 +117,9 @@ def test_split_files_round_trip_through_the_loaders(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="looks like a price file"):
         load_llmrouter(root / "default_llm.json")
 
-    lines = [{"prompt": f"p{i}", "source": "s", "arms": {"a": {"reward": 0.5, "cost": 0.1}}} for i in range(6)]
-    (tmp_path / "pb.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # a raw U+2028 inside a prompt is one JSON line, not two
+    lines = [{"prompt": f"p{i}\u2028x", "source": "s", "arms": {"a": {"reward": 0.5, "cost": 0.1}}} for i in range(6)]
+    (tmp_path / "pb.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
     pb = load_paretobandit(tmp_path / "pb.jsonl")
     out = write_split(pb, question_split(pb, None, 0.5, 1), tmp_path / "pb")
     assert load_paretobandit(out["train"]).n_rows + load_paretobandit(out["test"]).n_rows == 6

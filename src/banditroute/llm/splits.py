@@ -183,7 +183,8 @@ def write_split(data: LLMRoutingData, split: TrainTest, out_dir: Path) -> dict[s
             paths[side].write_text(json.dumps(rows), encoding="utf-8")
         shutil.copyfile(Path(str(data.meta["prices"])), out_dir / "default_llm.json")
     else:
-        lines = [ln for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        # split on "\n" only: str.splitlines would also cut at U+2028 and friends inside a JSON string
+        lines = [ln.rstrip("\r") for ln in source.read_text(encoding="utf-8").split("\n") if ln.strip()]
         if len(lines) != data.n_rows:
             raise InputError(f"{source} holds {len(lines)} records, the table {data.n_rows}: pass the loaded file")
         for side, idx in (("train", split.train_idx), ("test", split.test_idx)):
