@@ -84,3 +84,38 @@ def test_bench_config_and_cli_reject_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not found" in res.output
     res = runner.invoke(app, ["bench", "llm-routing", "--data-dir", str(tmp_path), "--families", "pilot,bogus"])
     assert res.exit_code == 2 and "bogus" in res.output
+
+
+def _write_llmrouter(path: Path, questions: list[str], models: tuple[str, ...], rng: np.random.Generator) -> None:
+    recs = [
+        {"question": q, "scores": {m: float(rng.uniform()) for m in models}, "task": q.split()[0]} for q in questions
+    ]
+    path.write_text(json.dumps(recs))
+
+
+def test_cli_routes_a_separate_test_file_joined_by_model_name(tmp_path: Path) -> None:
+    from banditroute.data.embedders import EMBEDDERS
+
+    why = EMBEDDERS["minilm-l6-int8"].missing()
+    if why is not None:
+        pytest.skip(why)
+    rng = np.random.default_rng(0)
+    kinds = ("math", "code", "trivia")
+    train_q = [f"{kinds[i % 3]} question number {i} about item {i * 7}" for i in range(60)]
+    test_q = [f"{kinds[i % 3]} question number {i} about item {i * 7}" for i in range(60, 80)]
+    (tmp_path / "data").mkdir()
+    _write_llmrouter(tmp_path / "data" / "mine.json", train_q, ("cheap", "dear"), rng)
+    _write_llmrouter(tmp_path / "data" / "held_out.json", [*test_q, train_q[0].upper() + "!"], ("dear", "cheap"), rng)
+    prices = {"cheap": {"input_price": 0.1, "output_price": 0.1}, "dear": {"input_price": 1.0, "output_price": 1.0}}
+    (tmp_path / "data" / "default_llm.json").write_text(json.dumps(prices))
+    args = ["bench", "llm-routing", "--train", str(tmp_path / "data" / "mine.json"), "--test",
+            str(tmp_path / "data" / "held_out.json"), "--seeds", "3-3", "--families", "single,knn", "--budgets", "0.5",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "-q"]  # fmt: skip
+    res = CliRunner().invoke(app, args, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "removed 1 of 21 test queries found in training (0 exact, 1 normalised text" in res.output
+    assert "nan" not in res.output and "knn B=50%" in res.output
+    rows = list(read_rows(tmp_path / "out" / "runs" / "seed3.jsonl"))
+    assert {r["n_test"] for r in rows} == {20} and all(r["spent"] <= r["budget"] for r in rows if r["budget"])
+    res = CliRunner().invoke(app, [*args[:-3], "--budgets", "0.3", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "--overwrite" in res.output

@@ -104,7 +104,7 @@ def llm_routing(
         first = inputs[seed_list[0]]
         config = replace(config, protocol=protocol.name, budgets=budget_list or default_budgets(first))
         for s in seed_list:
-            if inputs[s].label and not quiet:
+            if inputs[s].label:  # what was split and removed, also with --quiet
                 console.print(f"seed {s}: {inputs[s].label}")
         out_dir = out or Path("runs") / f"llm-routing-{data}"
         result = run_benchmark(inputs, config, out_dir, n_jobs=jobs, progress=not quiet, overwrite=overwrite)
@@ -128,13 +128,15 @@ def llm_routing(
         for col in ("family", "AIQ %", "best quality % at cost ≤ 30%"):
             aiq.add_column(col, justify="left" if col == "family" else "right")
         for _, r in result.aiq.iterrows():
-            aiq.add_row(str(r.family), _pm(r.aiq_pct, r.aiq_ci), f"{r.best_quality_pct_at_cost_le_30:.1f}")
+            aiq.add_row(str(r.family), _pm(r.aiq_pct, r.aiq_ci), _pm(r.best_quality_pct_at_cost_le_30, float("nan")))
         console.print(aiq)
         console.print(f"results: {result.out_dir}  (summary.csv, aiq.csv, {', '.join(p.name for p in result.figures)})")
 
 
 def _pm(mean: float, half: float) -> str:
-    """``mean ± half`` (just the mean when the half-width is undefined: a single seed)."""
+    """``mean ± half``; just the mean when the half-width is undefined (a single seed), "–" without a mean."""
+    if mean != mean:
+        return "–"
     return f"{mean:.1f}" if half != half else f"{mean:.1f} ± {half:.1f}"
 
 

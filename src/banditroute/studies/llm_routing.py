@@ -625,7 +625,8 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
     ax.set_xlabel("position in the online stream, %")
     ax.set_ylabel("cumulative regret vs the per-query oracle")
     ax.set_title(f"{title}: cumulative regret (quality-only settings; PILOT at B = 100%)", fontsize=10)
-    ax.legend(fontsize=8)
+    if by_label:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(out_dir / "regret.png")
     fig.tight_layout()
