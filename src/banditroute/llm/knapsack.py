@@ -225,6 +225,15 @@ class DualPacer:
     def remaining(self) -> float:
         return self.budget - self.spent
 
+    def choose(self, scores: FloatArray, upper: FloatArray) -> int:
+        """The highest-scoring LLM whose cost bound ``upper`` fits the remaining budget; when none fits,
+        :data:`ABSTAIN` (and the query is booked at zero spend)."""
+        s = np.where(np.asarray(upper) <= self.remaining, np.asarray(scores, dtype=np.float64), -np.inf)
+        if not np.isfinite(s).any():
+            self.charge(0.0)
+            return ABSTAIN
+        return int(np.argmax(s))
+
     def charge(self, cost: float) -> None:
         """Book this query's spend (0 if it abstained) and update the price."""
         cost = check_positive(cost, "cost", allow_zero=True)

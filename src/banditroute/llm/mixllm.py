@@ -200,10 +200,8 @@ class MixLLMRouter(OnlineRouter):
                 return STOP
             return arm
         if self.pacer is not None:
-            s = np.where(self.upper[t] <= self.pacer.remaining, s, -np.inf)
-            if not np.isfinite(s).any():
-                self.pacer.charge(0.0)
-                return STOP
+            arm = self.pacer.choose(s, self.upper[t])
+            return STOP if arm == ABSTAIN else arm
         return int(np.argmax(s))
 
     def observe(self, t: int, arm: int, quality: float, cost: float) -> None:

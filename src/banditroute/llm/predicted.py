@@ -25,7 +25,7 @@ import numpy as np
 
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_positive
-from banditroute.llm.knapsack import DualPacer, calibrate_price
+from banditroute.llm.knapsack import ABSTAIN, DualPacer, calibrate_price
 from banditroute.llm.metrics import best_quality_within
 from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import reference_cost
@@ -149,10 +149,8 @@ class PredictedRouter(OnlineRouter):
         mu = self.mu_fixed if self.pacer is None else self.pacer.mu
         s = q - mu * self.est[t] / self.c_ref
         if self.pacer is not None:
-            s = np.where(self.upper[t] <= self.pacer.remaining, s, -np.inf)
-            if not np.isfinite(s).any():
-                self.pacer.charge(0.0)
-                return STOP
+            arm = self.pacer.choose(s, self.upper[t])
+            return STOP if arm == ABSTAIN else arm
         return int(np.argmax(s))
 
     def observe(self, t: int, arm: int, quality: float, cost: float) -> None:
