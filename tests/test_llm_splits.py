@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from banditroute.core.validation import InputError
+from banditroute.llm.datasets import LLMRoutingData, load_llmrouter, load_paretobandit
 from banditroute.llm.dedup import (
     EDITS,
     edit,
@@ -20,7 +21,6 @@ from banditroute.llm.dedup import (
 )
 from banditroute.llm.protocols import parse_seeds
 from banditroute.llm.splits import join_by_name, question_split, task_holdout, train_test, write_split
-from banditroute.llm.tables import LLMRoutingData, load_llmrouter, load_paretobandit
 from llm_fakes import HashedBowEmbedder
 
 

@@ -81,10 +81,8 @@ def llm_routing(
         from rich.table import Table
 
         from banditroute.core.validation import InputError
-        from banditroute.data.cache import CachedEmbedder, EmbeddingCache
-        from banditroute.data.embedders import make_embedder
         from banditroute.llm.protocols import Protocol, default_budgets, parse_seeds
-        from banditroute.studies.llm_routing import FAMILIES, LLMBenchConfig, run_benchmark
+        from banditroute.studies.llm_routing import FAMILIES, LLMBenchConfig, load_inputs, run_benchmark
 
         fams = tuple(f.strip() for f in families.split(",") if f.strip()) or FAMILIES
         try:
@@ -99,8 +97,7 @@ def llm_routing(
         )  # fmt: skip
         root = None if train is not None else _resolve_data_dir(data, data_dir)
         protocol = Protocol(data, root, train, test, test_frac, holdout_task, dedup, near_threshold, max_queries)
-        cached = CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=not quiet)
-        inputs = protocol.build(seed_list, cached)
+        inputs = load_inputs(protocol, seed_list, embedder, cache_dir, progress=not quiet)
         first = inputs[seed_list[0]]
         config = replace(config, protocol=protocol.name, budgets=budget_list or default_budgets(first))
         for s in seed_list:
@@ -166,29 +163,21 @@ def llm_split(
     --test OUT/{seed}/test.json --seeds ...`.
     """
     with user_errors():
-        import numpy as np
         from rich.table import Table
 
-        from banditroute.data.cache import CachedEmbedder, EmbeddingCache
-        from banditroute.data.embedders import make_embedder
-        from banditroute.llm.dedup import similarity_profile
-        from banditroute.llm.protocols import embed, parse_seeds
-        from banditroute.llm.splits import question_split, write_split
-        from banditroute.llm.tables import load_llm_dataset
+        from banditroute.llm.protocols import parse_seeds
+        from banditroute.studies.llm_routing import write_question_splits
 
-        table = load_llm_dataset(dataset, data)
-        cached = CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=not quiet)
-        E = embed(table, cached)
-        if similarity_report:
+        written, profile = write_question_splits(
+            dataset, data, out, test_frac, parse_seeds(seeds), embedder, cache_dir,
+            threshold=near_threshold, similarity_report=similarity_report, progress=not quiet,
+        )  # fmt: skip
+        if profile:
             report = Table(title=f"cosine similarity ({embedder}) on {data}; threshold {near_threshold:g}")
             for col in ("pairs", "n", "1%", "5%", "50%", "95%", "99%", "max", f"share ≥ {near_threshold:g}"):
                 report.add_column(col, justify="left" if col == "pairs" else "right")
-            for name, sims in similarity_profile(table.queries, E, cached.encode_queries).items():
-                qs = np.quantile(sims, [0.01, 0.05, 0.5, 0.95, 0.99])
-                share = f"{100 * float((sims >= near_threshold).mean()):.3g}%"
-                report.add_row(name, str(sims.size), *(f"{q:.3f}" for q in qs), f"{sims.max():.3f}", share)
+            for name, row in profile.items():
+                report.add_row(name, *row)
             console.print(report)
-        for s in parse_seeds(seeds):
-            tt = question_split(table, E, test_frac, s, threshold=near_threshold)
-            paths = write_split(table, tt, out / str(s))
-            console.print(f"seed {s}: {tt.describe()} -> {paths['train']}, {paths['test']}")
+        for line in written:
+            console.print(line)

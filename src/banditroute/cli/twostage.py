@@ -94,8 +94,9 @@ def two_stage(
 ) -> None:
     """Two-stage recommenders (Hron et al. 2021): Figures 3–4 on synthetic and real data, and MoE pools.
 
-    Defaults take a few minutes on 2 cores; the spec's full grid is e.g. `--arms 10,100,10000 --dims
-    5,10,20,40,80 --nominators 1,2,5,10,20 --noise 0.01,0.1,1.0 --rho 0.2,0.4,0.6,0.8,1.0 --seeds 30`.
+    Defaults take a few minutes on 2 cores; the paper's full grid (docs/specs/two-stage.md) is e.g.
+    `--arms 10,100,10000 --dims 5,10,20,40,80 --nominators 1,2,5,10,20 --noise 0.01,0.1,1.0
+    --rho 0.2,0.4,0.6,0.8,1.0 --seeds 30`.
     """
     from banditroute.studies.two_stage import grid
 

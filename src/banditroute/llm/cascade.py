@@ -2,7 +2,8 @@
 
 Each query is an interaction of up to ``H`` steps: pick an LLM, observe binary satisfaction
 (quality ≥ ``success``), stop on success, otherwise pick again. On a static quality table the
-evolving context is (spec, [ours]) ``x_h = (e, h/H, one-hot of the LLMs that already failed)``
+evolving context is (docs/specs/llm-routing.md, multi-step; [ours])
+``x_h = (e, h/H, one-hot of the LLMs that already failed)``
 with ``e`` the shared :class:`~banditroute.llm.features.Featurizer` contexts, and an LLM is
 never called twice for one query. One disjoint LinUCB (a registry policy's maths, via
 :func:`~banditroute.llm.routers.ucb_scores`) scores every step; it learns from every call.

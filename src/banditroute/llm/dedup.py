@@ -2,7 +2,7 @@
 
 A router evaluated on a question it was trained on measures memory, not routing: on LLMRouter a
 quarter of an outside test file's questions occur word for word in ``dcrouter_train.json``
-(issue 13). Three levels of "the same question":
+(docs/results/llm-routing.md). Three levels of "the same question":
 
 - **exact**: identical text;
 - **normalised**: identical after :func:`normalise` (lower case, every run of non-word

@@ -1,4 +1,4 @@
-"""A MixLLM-style meta decision maker (Wang et al. 2025, arXiv 2502.18482; spec §MixLLM).
+"""A MixLLM-style meta decision maker (Wang et al. 2025, arXiv 2502.18482; docs/specs/llm-routing.md, MixLLM).
 
 For query embedding ``e`` (here the shared :class:`~banditroute.llm.features.Featurizer`
 contexts; the paper fine-tunes BERT, which is out of scope) the score of LLM ``l`` is

@@ -26,8 +26,8 @@ import numpy as np
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_positive
 from banditroute.llm.knapsack import ABSTAIN, DualPacer, calibrate_price
-from banditroute.llm.metrics import best_quality_within
 from banditroute.llm.online import STOP, OnlineRouter, Split
+from banditroute.llm.quality_cost import best_quality_within
 from banditroute.llm.routers import reference_cost
 
 PRICES = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 121)])

@@ -7,7 +7,7 @@
   near-duplicates kept on one side (:func:`~banditroute.llm.splits.question_split`);
 - **held-out task** (``holdout_task``: a task name or ``"all"``): train on the other tasks, test
   on one; with ``"all"`` seed ``i`` holds out the ``i``-th task;
-- **random split** (none of those): a random share ``train_frac`` of the rows, as before issue 13.
+- **random split** (none of those): a random share ``train_frac`` of the rows (duplicates not removed).
 
 Test queries that duplicate a training query (exact, normalised text, embedding cosine ≥
 ``threshold``) are removed by default and counted (:mod:`banditroute.llm.dedup`). Every query is
@@ -26,9 +26,9 @@ from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder
 from banditroute.envs.reward_table import RewardTable
+from banditroute.llm.datasets import LLMRoutingData, load_llm_dataset
 from banditroute.llm.dedup import NEAR_DUPLICATE_COSINE
 from banditroute.llm.splits import TrainTest, question_split, task_holdout, tasks_of, train_test
-from banditroute.llm.tables import LLMRoutingData, load_llm_dataset
 
 SEED_PLACEHOLDER = "{seed}"
 

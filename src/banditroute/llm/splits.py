@@ -1,6 +1,6 @@
 """Train/test protocols for LLM routing: separate files joined by model name, question splits, unseen tasks.
 
-Every protocol returns a :class:`TrainTest`: one :class:`~banditroute.llm.tables.LLMRoutingData`
+Every protocol returns a :class:`TrainTest`: one :class:`~banditroute.llm.datasets.LLMRoutingData`
 holding the training rows then the test rows, the two index sets, and how many test queries were
 dropped as duplicates of training queries (:mod:`banditroute.llm.dedup`).
 
@@ -32,8 +32,8 @@ import numpy as np
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError
 from banditroute.data.datasets.common import read_json
+from banditroute.llm.datasets import LLMRoutingData
 from banditroute.llm.dedup import NEAR_DUPLICATE_COSINE, overlap, question_groups, split_by_question
-from banditroute.llm.tables import LLMRoutingData
 
 
 @dataclass(frozen=True, eq=False)

@@ -31,6 +31,15 @@ class PolicyEntry:
         cls: type[Policy] = resolve(self.target)
         return cls
 
+    def build(self, name: str, spec: EnvSpec, **overrides: Any) -> Policy:
+        """The policy for ``spec``: entry defaults, then ``spec.reward_range``, then ``overrides``."""
+        kwargs = {**self.defaults, "reward_range": spec.reward_range, **overrides}
+        try:
+            policy = self.cls()(spec.n_arms, spec.dim, **kwargs)
+        except TypeError as exc:
+            raise InputError(f"bad parameters for policy {name!r}: {exc}") from None
+        return policy
+
 
 REGISTRY: Registry[PolicyEntry] = Registry(
     "policy",
@@ -76,10 +85,4 @@ def policy_names() -> list[str]:
 
 def make_policy(name: str, spec: EnvSpec, **overrides: Any) -> Policy:
     """Build the policy registered as ``name`` for an environment with ``spec``."""
-    entry = REGISTRY.lookup(name)
-    kwargs = {**entry.defaults, "reward_range": spec.reward_range, **overrides}
-    try:
-        policy = entry.cls()(spec.n_arms, spec.dim, **kwargs)
-    except TypeError as exc:
-        raise InputError(f"bad parameters for policy {name!r}: {exc}") from None
-    return policy
+    return REGISTRY.lookup(name).build(name, spec, **overrides)

@@ -49,16 +49,20 @@ import numpy as np
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
 from banditroute.llm.cascade import CascadeRouter
+from banditroute.llm.datasets import load_llm_dataset
+from banditroute.llm.dedup import similarity_profile
 from banditroute.llm.features import CostModel, Featurizer
-from banditroute.llm.metrics import aiq, best_quality_within, hull
 from banditroute.llm.mixllm import MixLLMRouter
 from banditroute.llm.neighbours import KNNEstimator
 from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
 from banditroute.llm.predicted import PredictedRouter, QualityEstimator, select
-from banditroute.llm.protocols import SeedInputs
+from banditroute.llm.protocols import Protocol, SeedInputs, embed
+from banditroute.llm.quality_cost import aiq, best_quality_within, hull
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
+from banditroute.llm.splits import question_split, write_split
 from banditroute.llm.tasks import TaskEstimator, structure_features
+from banditroute.studies.figures import new_figure
 
 FAMILIES = (
     "oracle",
@@ -184,6 +188,56 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     return v
+
+
+def load_inputs(
+    protocol: Protocol, seeds: tuple[int, ...], embedder: str, cache_dir: Path | None, *, progress: bool = True
+) -> dict[int, SeedInputs]:
+    """Every seed's inputs under ``protocol``, the queries embedded by the named local embedder through the
+    on-disk embedding cache (a rerun encodes nothing)."""
+    return protocol.build(seeds, _cached(embedder, cache_dir, progress))
+
+
+def write_question_splits(
+    dataset: str,
+    data: Path,
+    out: Path,
+    test_frac: float,
+    seeds: tuple[int, ...],
+    embedder: str,
+    cache_dir: Path | None,
+    *,
+    threshold: float,
+    similarity_report: bool = False,
+    progress: bool = True,
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ``data`` by question once per seed into ``out/<seed>/`` (:func:`~banditroute.llm.splits.write_split`).
+
+    Returns one line per seed (the split, its files) and, with ``similarity_report``, per kind of pair the
+    ``n``, 1/5/50/95/99 % quantiles, max and share at or above ``threshold`` of
+    :func:`~banditroute.llm.dedup.similarity_profile` (formatted)."""
+    table = load_llm_dataset(dataset, data)
+    cached = _cached(embedder, cache_dir, progress)
+    E = embed(table, cached)
+    profile: dict[str, list[str]] = {}
+    if similarity_report:
+        for name, sims in similarity_profile(table.queries, E, cached.encode_queries).items():
+            qs = np.quantile(sims, [0.01, 0.05, 0.5, 0.95, 0.99])
+            share = f"{100 * float((sims >= threshold).mean()):.3g}%"
+            profile[name] = [str(sims.size), *(f"{q:.3f}" for q in qs), f"{sims.max():.3f}", share]
+    written = []
+    for s in seeds:
+        tt = question_split(table, E, test_frac, s, threshold=threshold)
+        paths = write_split(table, tt, out / str(s))
+        written.append(f"seed {s}: {tt.describe()} -> {paths['train']}, {paths['test']}")
+    return written, profile
+
+
+def _cached(embedder: str, cache_dir: Path | None, progress: bool) -> Any:
+    from banditroute.data.cache import CachedEmbedder, EmbeddingCache
+    from banditroute.data.embedders import make_embedder
+
+    return CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- one seed
@@ -561,15 +615,13 @@ def aiq_frame(rows: list[dict[str, Any]]) -> Any:
 
 def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
     """Quality–cost curves (points and non-decreasing hulls) and cumulative regret of the learners."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
+    fig = new_figure((15, 6.5))
+    axes = fig.subplots(1, 2, sharey=True)
     singles = summary[summary.family == "single"]
-    cmap = plt.get_cmap("tab20")
+    cmap = colormaps["tab20"]
     families = [f for f in summary.family.unique() if f not in ("single", "oracle", "random")]
     colors = {f: cmap(i % 20) for i, f in enumerate(families)}
     panels = (
@@ -605,11 +657,10 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
     axes[0].set_ylabel("quality, % of the best single LLM (single LLMs below the axis are off the chart)")
     fig.suptitle(f"{title}: quality–cost operating points, mean over seeds; lines are non-decreasing hulls")
     paths.append(out_dir / "quality_cost.png")
-    fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = new_figure((8, 5))
+    ax = fig.subplots()
     picks = {
         ("linucb", 0.0), ("egreedy", 0.0), ("hpg", 0.0), ("mixllm", "inf"), ("mixllm-feedback", "inf"),
         ("pilot", 1.0), ("pilot-noprior", 1.0), ("pilot-offline", 1.0),
@@ -629,9 +680,7 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(out_dir / "regret.png")
-    fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
     return paths
 
 

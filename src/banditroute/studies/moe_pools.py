@@ -18,7 +18,8 @@ from banditroute.studies.runs import run_missing, write_record
 from banditroute.studies.two_stage import multilabel_table_for
 
 MOE_BASE: dict[str, Any] = {"n_experts": 5, "n_features": 10, "embed_dim": 10, "per_item": 500, "sigma2": 1.0}
-# One setting changed at a time around MOE_BASE (the spec's grid is their product; N is capped by the items).
+# One setting changed at a time around MOE_BASE (the paper's grid, docs/specs/two-stage.md, is their product;
+# N is capped by the items).
 MOE_VARIATIONS: dict[str, tuple[Any, ...]] = {
     "n_features": (5, 25, 50, 100),
     "n_experts": (3, 10),

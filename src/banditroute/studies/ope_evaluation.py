@@ -41,6 +41,7 @@ from banditroute.ope.stream import INTERVALS, evaluate
 from banditroute.ope.targets import fit_on_log, target_probs
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
+from banditroute.studies.figures import new_figure
 
 
 def train_on_table(policy: Policy, table: RewardTable, rounds: int, seed: int, batch_size: int = 16) -> Policy:
@@ -164,10 +165,6 @@ def synthetic_table(n: int = 6000, seed: int = 0) -> RewardTable:
 
 def run_report(out: Path, *, n_logs: int, log_size: int | None = None, seed: int = 0, console: Any = None) -> Any:
     """Run the trials, write ``ope.csv`` and ``ope.png`` under ``out``; returns the summary frame."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +178,8 @@ def run_report(out: Path, *, n_logs: int, log_size: int | None = None, seed: int
     df = pd.concat(frames, ignore_index=True)
     df.to_csv(out / "ope.csv", index=False)
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
+    fig = new_figure((11, 7))
+    axes = fig.subplots(2, 2, sharey="row")
     for col, behaviour in enumerate(("uniform", "egreedy")):
         sub = df[(df.behaviour == behaviour) & (df.log_size == df.log_size.min())]
         for target, marker in (("linucb", "o"), ("hpg-fast", "s")):
@@ -197,9 +195,7 @@ def run_report(out: Path, *, n_logs: int, log_size: int | None = None, seed: int
     axes[1, 0].set_ylabel("95% interval coverage")
     axes[0, 0].legend()
     axes[1, 0].legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(out / "ope.png", dpi=110)
-    plt.close(fig)
     if console is not None:
         cols = ["log_size", "behaviour", "target", "estimator", "truth", "bias", "rmse", "cover_normal",
                 "cover_bootstrap", "cover_el", "width_normal"]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The paper's experiment grids (Hron et al. 2021, Figures 3–4; spec: two_stage.md, "Data"), resumable.
+"""The paper's experiment grids (Hron et al. 2021, Figures 3–4; docs/specs/two-stage.md, "Data"), resumable.
 
 A sweep is a list of :class:`Run` s — one seed of one system on one problem. Each finished run is one
 small JSON file under ``<out>/runs/`` (:mod:`banditroute.studies.runs`), so an interrupted sweep resumes where it

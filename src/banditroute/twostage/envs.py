@@ -1,6 +1,6 @@
 """Where two-stage rewards come from: Proposition 2's fixed items, and multi-label data as a bandit.
 
-* **Synthetic linear** (spec: two_stage.md, "Data"): ``θ*`` uniform on the sphere, fresh
+* **Synthetic linear** (docs/specs/two-stage.md, "Data"): ``θ*`` uniform on the sphere, fresh
   ``x_{t,a} ~ N(0, I)`` per item and round, reward ``<θ*, x_{t,a}> + N(0, σ²)`` — exactly
   :class:`banditroute.envs.linear.LinearBandit`, which the sweeps use as it is.
 * :class:`FixedItems` — every round the same item features and mean rewards (plus optional noise):
