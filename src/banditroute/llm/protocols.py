@@ -177,6 +177,6 @@ class Protocol:
         test = load_llm_dataset(self.dataset, paths[1], **options)
         tt = train_test(
             train, test, embed(train, embedder), embed(test, embedder), dedup=self.dedup, threshold=self.threshold,
-            label=f"seed {seed}",
+            label=f"{paths[0]} -> {paths[1]}",
         )  # fmt: skip
         return to_inputs(tt, embedder)
