@@ -177,6 +177,6 @@ class Protocol:
         test = load_llm_dataset(self.dataset, paths[1], **options)
         tt = train_test(
             train, test, embed(train, embedder), embed(test, embedder), dedup=self.dedup, threshold=self.threshold,
-            label=f"{paths[0]} -> {paths[1]}",
+            label=f"{paths[0].name} -> {paths[1].name}",
         )  # fmt: skip
         return to_inputs(tt, embedder)
