@@ -58,9 +58,24 @@ bench-embed: $(VENV)/.stamp-test+embed
 	$(BIN)/banditroute bench embed-routing --table $(TABLES)/squad.npz --table $(TABLES)/scifact.npz \
 		--table $(TABLES)/cranfield.npz --table $(TABLES)/mixed.npz --out runs/embed-routing
 
-# LLM routing under budgets (issue 5) on LLMRouter's table; ~45 min on 2 cores, reruns resume.
+# LLM routing under budgets on unseen queries (issues 5, 13): LLMRouter split by question into train/test
+# files (5 seeds), leave-one-task-out (one seed per task), ParetoBandit split the same way, RouteLLM split by
+# question in memory. Several hours on 2 cores for every family; reruns resume.
+SPLITS     ?= runs/splits
+LLM_BENCH   = $(BIN)/banditroute bench llm-routing --jobs 2
+LLMROUTER_BUDGETS ?= 0.12,0.15,0.2,0.25,0.28,0.3,0.4,0.6,1.0
 bench-llm: $(VENV)/.stamp-test+embed
-	$(BIN)/banditroute bench llm-routing --data llmrouter --data-dir $(DATA) --seeds 5 --jobs 2
+	$(BIN)/banditroute llm-split --data $(DATA)/llmrouter --out $(SPLITS)/llmrouter --test-frac 0.2 --seeds 5 \
+		--similarity-report
+	$(LLM_BENCH) --data llmrouter --train '$(SPLITS)/llmrouter/{seed}/train.json' \
+		--test '$(SPLITS)/llmrouter/{seed}/test.json' --seeds 5 --budgets $(LLMROUTER_BUDGETS) --out runs/llm-routing-llmrouter
+	$(LLM_BENCH) --data llmrouter --data-dir $(DATA) --holdout-task all --seeds 14 --budgets $(LLMROUTER_BUDGETS) \
+		--out runs/llm-routing-llmrouter-loto
+	$(BIN)/banditroute llm-split --dataset paretobandit --data $(DATA)/paretobandit --out $(SPLITS)/paretobandit \
+		--test-frac 0.2 --seeds 5
+	$(LLM_BENCH) --data paretobandit --train '$(SPLITS)/paretobandit/{seed}/train.jsonl' \
+		--test '$(SPLITS)/paretobandit/{seed}/test.jsonl' --seeds 5 --out runs/llm-routing-paretobandit
+	$(LLM_BENCH) --data routellm --data-dir $(DATA) --test-frac 0.2 --seeds 5 --out runs/llm-routing-routellm
 
 # Two-stage recommenders (issue 6): the synthetic and Yeast sweeps and the MoE comparison; reruns resume.
 bench-two-stage: $(VENV)/.stamp-test+twostage+torch

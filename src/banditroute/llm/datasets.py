@@ -172,37 +172,50 @@ def load_llm_dataset(name: str, path: str | Path, **options: Any) -> LLMRoutingD
     return loaders.lookup(name)(path, **options)
 
 
-def load_llmrouter(path: str | Path, *, output_tokens: int = 0) -> LLMRoutingData:
-    """Read LLMRouter's ``dcrouter_train.json`` + ``default_llm.json`` (module docstring)."""
-    root = Path(path)
+def load_llmrouter(path: str | Path, *, output_tokens: int = 0, prices: str | Path | None = None) -> LLMRoutingData:
+    """Read LLMRouter's scores + prices (module docstring).
+
+    ``path`` is the scores file itself (any name: a JSON list of ``{"question", "scores"}``) or a
+    folder holding ``dcrouter_train.json`` (or a single other ``*.json`` besides the prices).
+    ``prices`` is the price file; by default ``default_llm.json`` next to the scores. A record's
+    group is its ``"task"`` field, else its task in ``default_query_train.jsonl`` next to the
+    scores, else its cluster.
+    """
+    file = _data_file(Path(path), "dcrouter_train.json", LLMROUTER, exclude=("default_llm.json",))
+    root = file.parent
     output_tokens = check_int(output_tokens, "output_tokens", minimum=0)
-    records = read_json(find_file(root, "dcrouter_train.json", LLMROUTER))
-    prices = read_json(find_file(root, "default_llm.json", LLMROUTER))
-    if not isinstance(records, list) or not records or not isinstance(prices, dict):
-        raise InputError(f"{root}: dcrouter_train.json must be a non-empty list and default_llm.json an object")
+    records = read_json(file)
+    price_file = find_file(root if prices is None else Path(prices), "default_llm.json", LLMROUTER)
+    price_table = read_json(price_file)
+    if not isinstance(records, list) or not records:
+        hint = " (it looks like a price file)" if isinstance(records, dict) else ""
+        raise InputError(f"{file}: the scores file must be a non-empty JSON list of {{question, scores}} records{hint}")
+    if not isinstance(price_table, dict):
+        hint = " (it looks like a scores file)" if isinstance(price_table, list) else ""
+        raise InputError(f"{price_file}: the price file must be a JSON object {{model: {{input_price, ...}}}}{hint}")
     first = records[0].get("scores") if isinstance(records[0], dict) else None
     if not isinstance(first, dict) or not first:
-        raise InputError(f"{root}/dcrouter_train.json: record 0 has no 'scores' object")
+        raise InputError(f"{file}: record 0 has no 'scores' object")
     arms = tuple(first)
     for arm in arms:
-        entry = prices.get(arm)
+        entry = price_table.get(arm)
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), (int, float)) for k in _PRICE_KEYS):
-            raise InputError(f"{root}/default_llm.json: no input_price/output_price for model {arm!r}")
-    price_in = np.array([float(prices[a]["input_price"]) for a in arms])
-    price_out = np.array([float(prices[a]["output_price"]) for a in arms])
+            raise InputError(f"{price_file}: no input_price/output_price for model {arm!r}")
+    price_in = np.array([float(price_table[a]["input_price"]) for a in arms])
+    price_out = np.array([float(price_table[a]["output_price"]) for a in arms])
 
     questions: list[str] = []
     quality = np.empty((len(records), len(arms)))
     for i, rec in enumerate(records):
         scores = rec.get("scores") if isinstance(rec, dict) else None
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not isinstance(scores, dict):
-            raise InputError(f"{root}/dcrouter_train.json: record {i} lacks 'question' or 'scores'")
+            raise InputError(f"{file}: record {i} lacks 'question' or 'scores'")
         if set(scores) != set(arms):
-            raise InputError(f"{root}/dcrouter_train.json: record {i} scores models {sorted(scores)}, not {arms}")
+            raise InputError(f"{file}: record {i} scores models {sorted(scores)}, not {arms}")
         try:
             quality[i] = [float(scores[a]) for a in arms]
         except (TypeError, ValueError):
-            raise InputError(f"{root}/dcrouter_train.json: record {i} has a non-numeric score") from None
+            raise InputError(f"{file}: record {i} has a non-numeric score") from None
         questions.append(rec["question"])
 
     tasks: dict[str, str] = {}
@@ -210,7 +223,10 @@ def load_llmrouter(path: str | Path, *, output_tokens: int = 0) -> LLMRoutingDat
     if task_file.is_file():
         for _, obj in read_jsonl(task_file, ("query", "task_name")):
             tasks.setdefault(obj["query"], obj["task_name"])
-    groups = [tasks.get(q, f"cluster{rec.get('cluster_id', '?')}") for q, rec in zip(questions, records, strict=True)]
+    groups = [
+        str(rec.get("task") or tasks.get(q, f"cluster{rec.get('cluster_id', '?')}"))
+        for q, rec in zip(questions, records, strict=True)
+    ]
     tokens = np.array([estimate_tokens(q) for q in questions], dtype=np.float64)
     cost = (tokens[:, None] * price_in + output_tokens * price_out) / TOKENS_PER_MILLION
     return LLMRoutingData(
@@ -223,13 +239,26 @@ def load_llmrouter(path: str | Path, *, output_tokens: int = 0) -> LLMRoutingDat
         input_tokens=tokens,
         cost_known=True,
         meta={
-            "source": str(root),
+            "source": str(file),
+            "prices": str(price_file),
             "cost": f"(ceil(chars/4) · input_price + {output_tokens} · output_price) / 1e6 USD",
         },
     )
 
 
 _PRICE_KEYS = ("input_price", "output_price")
+
+
+def _data_file(path: Path, name: str, source: Source, exclude: tuple[str, ...] = ()) -> Path:
+    """``path`` itself when it is a file; in a folder, ``name``, else the folder's only file with the same
+    suffix (``exclude``: names that are never it)."""
+    if path.is_dir() and not (path / name).is_file():
+        others = sorted(p for p in path.glob(f"*{Path(name).suffix}") if p.name not in exclude)
+        if len(others) == 1:
+            return others[0]
+        if others:
+            raise InputError(f"{path}: several candidate files ({', '.join(p.name for p in others)}); pass one of them")
+    return find_file(path, name, source)
 
 
 def load_routellm(
@@ -287,8 +316,9 @@ def load_routellm(
 
 
 def load_paretobandit(path: str | Path) -> LLMRoutingData:
-    """Read ParetoBandit's ``val.jsonl``: per prompt, each LLM's reward and measured USD cost."""
-    file = find_file(path, "val.jsonl", PARETOBANDIT)
+    """Read ParetoBandit's ``val.jsonl`` (or any JSONL file of that format, or a folder holding one):
+    per prompt, each LLM's reward and measured USD cost."""
+    file = _data_file(Path(path), "val.jsonl", PARETOBANDIT)
     arms: tuple[str, ...] | None = None
     queries: list[str] = []
     groups: list[str] = []

@@ -225,6 +225,15 @@ class DualPacer:
     def remaining(self) -> float:
         return self.budget - self.spent
 
+    def choose(self, scores: FloatArray, upper: FloatArray) -> int:
+        """The highest-scoring LLM whose cost bound ``upper`` fits the remaining budget; when none fits,
+        :data:`ABSTAIN` (and the query is booked at zero spend)."""
+        s = np.where(np.asarray(upper) <= self.remaining, np.asarray(scores, dtype=np.float64), -np.inf)
+        if not np.isfinite(s).any():
+            self.charge(0.0)
+            return ABSTAIN
+        return int(np.argmax(s))
+
     def charge(self, cost: float) -> None:
         """Book this query's spend (0 if it abstained) and update the price."""
         cost = check_positive(cost, "cost", allow_zero=True)
@@ -233,3 +242,15 @@ class DualPacer:
         self.spent += cost
         self.t += 1
         self.mu = max(0.0, self.mu + self.eta * (cost - self.rate) / self.scale)
+
+
+def calibrate_price(pred: FloatArray, cost: FloatArray, rate: float, scale: float) -> float:
+    """The smallest price ``μ`` (0, then a log grid 10⁻³…10³) at which routing every row to
+    ``argmax(pred − μ · cost / scale)`` spends at most ``rate`` per row on average (10³ if none does):
+    the starting price of :class:`DualPacer`, set offline on training predictions."""
+    pred, cost = np.asarray(pred, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+    rows = np.arange(pred.shape[0])
+    for mu in np.concatenate([[0.0], np.logspace(-3, 3, 121)]):
+        if cost[rows, np.argmax(pred - mu * cost / scale, axis=1)].mean() <= rate:
+            return float(mu)
+    return 1e3

@@ -45,7 +45,7 @@ from banditroute.core.sampling import softmax
 from banditroute.core.types import Decision, FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int, check_positive, check_unit_interval
 from banditroute.llm.features import Featurizer
-from banditroute.llm.knapsack import ABSTAIN, DualPacer, KnapsackPacer, ratio_bounds
+from banditroute.llm.knapsack import ABSTAIN, DualPacer, KnapsackPacer, calibrate_price, ratio_bounds
 from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import reference_cost, ucb_scores, warm_start
 from banditroute.policies.loglinear import LogLinearPG
@@ -166,19 +166,11 @@ class MixLLMRouter(OnlineRouter):
         self.pacer: DualPacer | None = None
         self.knapsack: KnapsackPacer | None = None
         if self.budget_rule == "dual" and budget is not None:
-            mu0 = self._calibrate(budget / stream.n_rows)
+            mu0 = calibrate_price(self._train_pred, self._train_cost, budget / stream.n_rows, self.c_ref)
             self.pacer = DualPacer(budget, stream.n_rows, mu0, eta=self.pace_eta, scale=self.c_ref)
         elif self.budget_rule == "knapsack" and budget is not None:
             L, U = ratio_bounds(np.clip(self._train_pred, 0.0, 1.0), self._train_cost)
             self.knapsack = KnapsackPacer(budget, stream.n_rows, min(self.n_bins, stream.n_rows), L, U)
-
-    def _calibrate(self, rate: float) -> float:
-        """The smallest price ``μ`` at which routing the training split by ``p̂ − μ ĉ / c_ref`` costs <= ``rate``."""
-        for mu in np.concatenate([[0.0], np.logspace(-3, 3, 121)]):
-            choice = np.argmax(self._train_pred - mu * self._train_cost / self.c_ref, axis=1)
-            if self._train_cost[np.arange(len(choice)), choice].mean() <= rate:
-                return float(mu)
-        return 1e3
 
     def scores(self, t: int) -> FloatArray:
         """``s'_l`` for query ``t``, every LLM."""
@@ -208,10 +200,8 @@ class MixLLMRouter(OnlineRouter):
                 return STOP
             return arm
         if self.pacer is not None:
-            s = np.where(self.upper[t] <= self.pacer.remaining, s, -np.inf)
-            if not np.isfinite(s).any():
-                self.pacer.charge(0.0)
-                return STOP
+            arm = self.pacer.choose(s, self.upper[t])
+            return STOP if arm == ABSTAIN else arm
         return int(np.argmax(s))
 
     def observe(self, t: int, arm: int, quality: float, cost: float) -> None:

@@ -1,7 +1,9 @@
 """The LLM-routing benchmark: every method over budgets / trade-offs / seeds on one dataset.
 
-Per seed ``s``: the queries are split at random (``train_frac`` for training, the rest an online
-stream served in a random order); everything a method fits offline — the shared PCA contexts,
+Per seed ``s`` a :class:`~banditroute.llm.protocols.SeedInputs` gives the table and its split: a
+random split (``train_frac`` for training), or a given one — separate training and test files, a
+split by question, a held-out task (:mod:`banditroute.llm.protocols`). The test rows are an online
+stream served in a seeded random order; everything a method fits offline — the shared PCA contexts,
 the cost model, PILOT's preference prior, MixLLM's quality predictors, the knapsack's ratio
 bounds — sees the training split only. The *reference* is the best single LLM on the training
 split (highest mean quality); a run's quality and cost are reported as percentages of that LLM's
@@ -19,7 +21,12 @@ Methods (each a family of operating points, one curve):
   ``mixllm-knapsack`` (PILOT's knapsack on MixLLM's predictions: predictor vs budget rule);
   ``mixllm-feedback`` over ``λ`` with the REINFORCE feedback scores on (an ablation); a congested
   queue without and with the waiting-time penalty (``mixllm-queue``);
-- ``cascade-greedy`` over ``H``, ``cascade-budget`` and ``cascade-knapsack`` over budgets.
+- ``cascade-greedy`` over ``H``, ``cascade-budget`` and ``cascade-knapsack`` over budgets;
+- ``knn`` / ``knn-online`` (per-LLM kNN quality estimates, :mod:`banditroute.llm.neighbours`) and
+  ``task`` / ``task-online`` (soft task classifier × per-task quality, :mod:`banditroute.llm.tasks`)
+  over budgets (:class:`~banditroute.llm.predicted.PredictedRouter`): the warm start alone, and
+  the warm start learning online from bandit feedback; their settings (k, weighting, the
+  classifier's regularisation) are chosen by 5-fold validation on the training split only.
 
 Results: ``runs/seed<s>.jsonl`` (one line per finished run, so an interrupted benchmark resumes
 at the next run), then ``summary.csv`` (mean ± 95% CI over seeds per operating point),
@@ -28,9 +35,10 @@ at the next run), then ``summary.csv`` (mean ± 95% CI over seeds per operating 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
@@ -40,15 +48,20 @@ import numpy as np
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
-from banditroute.envs.reward_table import RewardTable
 from banditroute.llm.cascade import CascadeRouter
-from banditroute.llm.datasets import LLMRoutingData, load_llm_dataset
+from banditroute.llm.datasets import load_llm_dataset
+from banditroute.llm.dedup import similarity_profile
 from banditroute.llm.features import CostModel, Featurizer
 from banditroute.llm.mixllm import MixLLMRouter
+from banditroute.llm.neighbours import KNNEstimator
 from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
+from banditroute.llm.predicted import PredictedRouter, QualityEstimator, select
+from banditroute.llm.protocols import Protocol, SeedInputs, embed
 from banditroute.llm.quality_cost import aiq, best_quality_within, hull
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
+from banditroute.llm.splits import question_split, write_split
+from banditroute.llm.tasks import TaskEstimator, structure_features
 from banditroute.studies.figures import new_figure
 
 FAMILIES = (
@@ -69,6 +82,10 @@ FAMILIES = (
     "cascade-greedy",
     "cascade-budget",
     "cascade-knapsack",
+    "knn",
+    "knn-online",
+    "task",
+    "task-online",
 )
 BUDGETED = (
     "pilot",
@@ -78,6 +95,10 @@ BUDGETED = (
     "mixllm-knapsack",
     "cascade-budget",
     "cascade-knapsack",
+    "knn",
+    "knn-online",
+    "task",
+    "task-online",
 )
 CHECKPOINTS = 50
 
@@ -88,8 +109,9 @@ class LLMBenchConfig:
 
     Attributes:
         dataset: name of the table (provenance only; the table itself is passed in).
-        train_frac: share of queries for offline training; the rest is the online stream.
-        seeds: number of seeds (split + stream order + policy draws).
+        train_frac: share of queries for offline training in a random split (0 < train_frac < 1); the
+            rest is the online stream. Unused when the split is given (:class:`SeedInputs`).
+        seeds: the seeds (split + stream order + policy draws); an integer ``n`` means ``0 … n-1``.
         budgets: budgets as fractions of the reference LLM's cost on the stream.
         mus: cost penalties of the cost-unaware bandits (``hpg_mus`` for HPG, whose runs are slow).
         lams: MixLLM trade-offs ``λ``.
@@ -100,12 +122,15 @@ class LLMBenchConfig:
         linucb_alpha, hpg_eta, pilot_alpha, pilot_strength, pilot_triplets, pilot_max_iter, n_bins, cascade_alpha,
             success: method knobs.
         max_queries: cap on the number of queries (``0``: all); the caller subsamples the data
-            with :func:`subsample` before embedding, the field records it.
+            with :func:`~banditroute.llm.protocols.subsample` before embedding, the field records it.
+        knn_ks, knn_weightings, task_regs, select_folds: the candidates of the kNN and task routers'
+            settings, and the folds of their validation on the training split.
+        protocol: how the split was made (provenance, e.g. ``train/test files``).
     """
 
     dataset: str = "llmrouter"
     train_frac: float = 0.5
-    seeds: int = 5
+    seeds: tuple[int, ...] | int = (0, 1, 2, 3, 4)
     budgets: tuple[float, ...] = (0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6, 1.0)
     mus: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
     hpg_mus: tuple[float, ...] = (0.0, 0.25, 1.0, 4.0)
@@ -125,15 +150,29 @@ class LLMBenchConfig:
     cascade_alpha: float = 0.3
     success: float = 0.5
     max_queries: int = 0
+    knn_ks: tuple[int, ...] = (10, 20, 40, 80)
+    knn_weightings: tuple[str, ...] = ("uniform", "similarity")
+    task_regs: tuple[float, ...] = (1e-3, 1e-2)
+    select_folds: int = 5
+    protocol: str = "random split"
 
     def __post_init__(self) -> None:
-        check_unit_interval(self.train_frac, "train_frac")
-        check_int(self.seeds, "seeds")
+        if not 0 < check_unit_interval(self.train_frac, "train_frac") < 1:
+            raise InputError(f"train_frac must lie strictly between 0 and 1 (some queries to train on, some to route), "
+                             f"got {self.train_frac}")  # fmt: skip
+        seeds = tuple(range(check_int(self.seeds, "seeds"))) if isinstance(self.seeds, int) else tuple(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or any(check_int(x, "seed", minimum=0) != x for x in seeds):
+            raise InputError(f"seeds must be distinct non-negative integers, got {self.seeds}")
+        object.__setattr__(self, "seeds", seeds)
         unknown = sorted(set(self.families) - set(FAMILIES))
         if unknown or not self.families:
             raise InputError(f"unknown method families {unknown}; known: {', '.join(FAMILIES)}")
         if not self.budgets or any(not b > 0 for b in self.budgets):
             raise InputError(f"budgets must be positive fractions of the reference cost, got {self.budgets}")
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return self.seeds if isinstance(self.seeds, tuple) else tuple(range(self.seeds))
 
     def to_json(self) -> dict[str, Any]:
         # inf is not JSON: write it as a string
@@ -151,24 +190,54 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def subsample(data: LLMRoutingData, max_queries: int, seed: int = 0) -> LLMRoutingData:
-    """At most ``max_queries`` rows, drawn without replacement (seeded, in their original order); 0: all."""
-    if max_queries <= 0 or data.n_rows <= max_queries:
-        return data
-    return data.subset(np.sort(np.random.default_rng(seed).choice(data.n_rows, max_queries, replace=False)))
+def load_inputs(
+    protocol: Protocol, seeds: tuple[int, ...], embedder: str, cache_dir: Path | None, *, progress: bool = True
+) -> dict[int, SeedInputs]:
+    """Every seed's inputs under ``protocol``, the queries embedded by the named local embedder through the
+    on-disk embedding cache (a rerun encodes nothing)."""
+    return protocol.build(seeds, _cached(embedder, cache_dir, progress))
 
 
-def load_routing_table(
-    data: str, data_dir: Path, embedder: str, cache_dir: Path | None, *, max_queries: int = 0, progress: bool = True
-) -> tuple[LLMRoutingData, RewardTable]:
-    """Dataset ``data`` from its folder, subsampled, and its reward table: the queries embedded by the
-    named local embedder through the on-disk embedding cache (a rerun encodes nothing)."""
+def write_question_splits(
+    dataset: str,
+    data: Path,
+    out: Path,
+    test_frac: float,
+    seeds: tuple[int, ...],
+    embedder: str,
+    cache_dir: Path | None,
+    *,
+    threshold: float,
+    similarity_report: bool = False,
+    progress: bool = True,
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ``data`` by question once per seed into ``out/<seed>/`` (:func:`~banditroute.llm.splits.write_split`).
+
+    Returns one line per seed (the split, its files) and, with ``similarity_report``, per kind of pair the
+    ``n``, 1/5/50/95/99 % quantiles, max and share at or above ``threshold`` of
+    :func:`~banditroute.llm.dedup.similarity_profile` (formatted)."""
+    table = load_llm_dataset(dataset, data)
+    cached = _cached(embedder, cache_dir, progress)
+    E = embed(table, cached)
+    profile: dict[str, list[str]] = {}
+    if similarity_report:
+        for name, sims in similarity_profile(table.queries, E, cached.encode_queries).items():
+            qs = np.quantile(sims, [0.01, 0.05, 0.5, 0.95, 0.99])
+            share = f"{100 * float((sims >= threshold).mean()):.3g}%"
+            profile[name] = [str(sims.size), *(f"{q:.3f}" for q in qs), f"{sims.max():.3f}", share]
+    written = []
+    for s in seeds:
+        tt = question_split(table, E, test_frac, s, threshold=threshold)
+        paths = write_split(table, tt, out / str(s))
+        written.append(f"seed {s}: {tt.describe()} -> {paths['train']}, {paths['test']}")
+    return written, profile
+
+
+def _cached(embedder: str, cache_dir: Path | None, progress: bool) -> Any:
     from banditroute.data.cache import CachedEmbedder, EmbeddingCache
     from banditroute.data.embedders import make_embedder
 
-    routing = subsample(load_llm_dataset(data, data_dir), max_queries)
-    cached = CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=progress)
-    return routing, routing.to_reward_table(cached)
+    return CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- one seed
@@ -177,19 +246,25 @@ class SeedSetup:
     """Everything fitted on one seed's training split, shared by that seed's runs."""
 
     seed: int
-    table: RewardTable
+    inputs: SeedInputs
     config: LLMBenchConfig
-    tokens: FloatArray
-    cost_known: bool
     train_idx: np.ndarray = field(init=False)
     test_idx: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        order = np.random.default_rng([self.seed, 0]).permutation(self.table.n_rows)
-        n_train = round(self.config.train_frac * len(order))
-        if not 0 < n_train < len(order):
-            raise InputError(f"train_frac={self.config.train_frac} leaves an empty split of {len(order)} queries")
-        self.train_idx, self.test_idx = np.sort(order[:n_train]), order[n_train:]  # the stream keeps its order
+        self.table, self.tokens, self.cost_known = self.inputs.table, self.inputs.tokens, self.inputs.cost_known
+        rng = np.random.default_rng([self.seed, 0])
+        if self.inputs.split is not None:
+            train, test = (np.asarray(i, dtype=np.int64) for i in self.inputs.split)
+            self.train_idx, self.test_idx = np.sort(train), rng.permutation(test)
+        else:
+            order = rng.permutation(self.table.n_rows)
+            n_train = round(self.config.train_frac * len(order))
+            if not 0 < n_train < len(order):
+                raise InputError(f"train_frac={self.config.train_frac} leaves an empty split of {len(order)} queries")
+            self.train_idx, self.test_idx = np.sort(order[:n_train]), order[n_train:]  # the stream keeps its order
+        if self.train_idx.size < 2 or self.test_idx.size < 1 or np.intersect1d(self.train_idx, self.test_idx).size:
+            raise InputError("a split needs at least 2 training and 1 test rows, disjoint")
 
     @cached_property
     def featurizer(self) -> Featurizer:
@@ -233,6 +308,41 @@ class SeedSetup:
     def reference(self) -> int:
         """The best single LLM on the training split."""
         return int(np.argmax(self.train.quality.mean(axis=0)))
+
+    @cached_property
+    def knn(self) -> tuple[KNNEstimator, FloatArray]:
+        """The kNN estimator with the validated (k, weighting), fitted on the training split, and its
+        out-of-fold training predictions."""
+        E, Q = self.table.contexts[self.train_idx], self.train.quality
+        cands = {
+            (k, w): (lambda rows, k=k, w=w: KNNEstimator(k, w).fit(E[rows], Q[rows]))
+            for k in self.config.knn_ks
+            for w in self.config.knn_weightings
+        }
+        return self._validated(cands, E)  # type: ignore[return-value]
+
+    @cached_property
+    def task_features(self) -> FloatArray:
+        """The task classifier's inputs: embedding and :func:`~banditroute.llm.tasks.structure_features`."""
+        return np.hstack([self.table.contexts, structure_features(self.inputs.queries)])
+
+    @cached_property
+    def task(self) -> tuple[TaskEstimator, FloatArray]:
+        X, Q = self.task_features[self.train_idx], self.train.quality
+        groups = [self.inputs.groups[i] for i in self.train_idx]
+        cands = {
+            (reg,): (lambda rows, reg=reg: TaskEstimator(reg).fit(X[rows], [groups[i] for i in rows], Q[rows]))
+            for reg in self.config.task_regs
+        }
+        return self._validated(cands, X)  # type: ignore[return-value]
+
+    def _validated(self, cands: dict[Any, Any], X: FloatArray) -> tuple[QualityEstimator, FloatArray]:
+        labels = {str(k): k for k in cands}
+        best, oof, _ = select(
+            {str(k): b for k, b in cands.items()}, X, self.train.quality, self.train.est_cost,
+            folds=self.config.select_folds, seed=self.seed,
+        )  # fmt: skip
+        return cands[labels[best]](np.arange(len(self.train_idx))), oof
 
     def budget(self, fraction: float) -> float:
         """``fraction`` × what the reference LLM would spend on the stream, from its training cost."""
@@ -282,6 +392,11 @@ def method_runs(config: LLMBenchConfig, arm_names: tuple[str, ...]) -> list[Meth
     runs += [
         MethodRun(family, f"{family} B={100 * b:g}%", "budget", b, partial(_budgeted_mixllm, rule=rule), budget=b)
         for family, rule in (("mixllm-budget", "dual"), ("mixllm-knapsack", "knapsack"))
+        for b in c.budgets
+    ]
+    runs += [
+        MethodRun(family, f"{family} B={100 * b:g}%", "budget", b, partial(_predicted, family=family), budget=b)
+        for family in ("knn", "knn-online", "task", "task-online")
         for b in c.budgets
     ]
     runs += [
@@ -357,6 +472,15 @@ def _cascade(s: SeedSetup, mode: str, H: int = 3) -> OnlineRouter:
     )
 
 
+def _predicted(s: SeedSetup, family: str) -> OnlineRouter:
+    kind = family.removesuffix("-online")
+    estimator, oof = s.knn if kind == "knn" else s.task
+    X = s.table.contexts if kind == "knn" else s.task_features
+    return PredictedRouter(
+        copy.deepcopy(estimator), X[s.test_idx], s.train, oof, learn=family.endswith("-online"), name=family
+    )
+
+
 def summarise_run(record: RunRecord, setup: SeedSetup, router: OnlineRouter) -> dict[str, Any]:
     """The numbers one run contributes (plain JSON)."""
     stream = setup.stream
@@ -387,13 +511,13 @@ def summarise_run(record: RunRecord, setup: SeedSetup, router: OnlineRouter) -> 
     return out
 
 
-def run_seed(table: RewardTable, tokens: FloatArray, cost_known: bool, config: LLMBenchConfig, seed: int,
-             out_file: Path, progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
+def run_seed(inputs: SeedInputs, config: LLMBenchConfig, seed: int, out_file: Path,
+             progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
     """Every not-yet-finished run of one seed, appending one JSON line per run to ``out_file``."""
     _drop_torn_tail(out_file)
     done = {row["label"] for row in read_rows(out_file)}
-    setup = SeedSetup(seed, table, config, np.asarray(tokens, dtype=np.float64), cost_known)
-    for run in method_runs(config, table.arm_names):
+    setup = SeedSetup(seed, inputs, config)
+    for run in method_runs(config, inputs.table.arm_names):
         if run.label in done:
             if progress:
                 progress(run.label)
@@ -404,10 +528,13 @@ def run_seed(table: RewardTable, tokens: FloatArray, cost_known: bool, config: L
         record = run_online(router, setup.stream, rng, budget=budget)
         if budget is not None:
             assert record.spent <= budget * (1 + 1e-12), f"{run.label}: spent {record.spent} > budget {budget}"
-        row = {"seed": seed, "family": run.family, "label": run.label, "knob": run.knob, "value": _jsonable(run.value)}
+        row = {"seed": seed, "family": run.family, "label": run.label, "knob": run.knob, "value": _jsonable(run.value),
+               "split": inputs.label, "n_train": len(setup.train_idx), "n_test": len(setup.test_idx)}  # fmt: skip
         row.update(summarise_run(record, setup, router))
         if run.family == "pilot" and run.value == config.budgets[0]:
             row["preference_accuracy"] = setup.prior.preference_accuracy
+        if run.family in ("knn", "task"):
+            row["estimator"] = setup.knn[0].name if run.family == "knn" else setup.task[0].name
         with out_file.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         if progress:
@@ -449,7 +576,8 @@ def summary_frame(rows: list[dict[str, Any]]) -> Any:
         for m in metrics:
             mean, half = mean_ci(g[m].to_numpy(dtype=float))
             rec[m], rec[f"{m}_ci"] = float(mean), float(half)
-        rec["budget_ok"] = bool(g["budget"].isna().all() or (g["spent"] <= g["budget"] * (1 + 1e-12)).all())
+        has_budget = not g["budget"].isna().all()
+        rec["budget_ok"] = bool((g["spent"] <= g["budget"] * (1 + 1e-12)).all()) if has_budget else None
         rec["unanswered"] = float(g["unanswered"].mean())
         if "mean_wait_s" in g:
             rec["mean_wait_s"] = float(g["mean_wait_s"].mean())
@@ -548,7 +676,8 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
     ax.set_xlabel("position in the online stream, %")
     ax.set_ylabel("cumulative regret vs the per-query oracle")
     ax.set_title(f"{title}: cumulative regret (quality-only settings; PILOT at B = 100%)", fontsize=10)
-    ax.legend(fontsize=8)
+    if by_label:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(out_dir / "regret.png")
     fig.savefig(paths[-1], dpi=120)
@@ -565,9 +694,7 @@ class BenchResult:
 
 
 def run_benchmark(
-    table: RewardTable,
-    tokens: FloatArray,
-    cost_known: bool,
+    inputs: SeedInputs | Mapping[int, SeedInputs],
     config: LLMBenchConfig,
     out_dir: Path,
     *,
@@ -575,8 +702,14 @@ def run_benchmark(
     progress: bool = True,
     overwrite: bool = False,
 ) -> BenchResult:
-    """Run (or resume) the benchmark into ``out_dir`` and write summary.csv, aiq.csv and figures."""
-    if table.costs is None:
+    """Run (or resume) the benchmark into ``out_dir`` and write summary.csv, aiq.csv and figures.
+
+    ``inputs``: one :class:`SeedInputs` for every seed, or one per seed of ``config.seed_list``."""
+    per_seed = {s: inputs for s in config.seed_list} if isinstance(inputs, SeedInputs) else dict(inputs)
+    if sorted(per_seed) != sorted(config.seed_list):
+        raise InputError(f"inputs are given for seeds {sorted(per_seed)}, the configuration runs {config.seed_list}")
+    table = per_seed[config.seed_list[0]].table
+    if any(i.table.costs is None for i in per_seed.values()):
         raise InputError("the LLM routing benchmark needs a reward table with costs")
     out_dir = Path(out_dir)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
@@ -584,11 +717,11 @@ def run_benchmark(
     cfg = {"config": config.to_json(), "digest": config.digest(), "table": dict(table.metadata)}
     if cfg_file.is_file() and json.loads(cfg_file.read_text())["digest"] != config.digest():
         if not overwrite:
-            raise InputError(f"{out_dir} holds results of a different configuration; pass overwrite or another --out")
+            raise InputError(f"{out_dir} holds results of a different configuration; pass --overwrite or another --out")
         for f in (out_dir / "runs").glob("seed*.jsonl"):
             f.unlink()
     cfg_file.write_text(json.dumps(cfg, indent=2))
-    seeds = list(range(config.seeds))
+    seeds = list(config.seed_list)
     n_runs = len(method_runs(config, table.arm_names))
     files = {s: out_dir / "runs" / f"seed{s}.jsonl" for s in seeds}
     if n_jobs == 1:
@@ -597,11 +730,11 @@ def run_benchmark(
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("LLM routing runs", total=n_runs * len(seeds))
             for s in seeds:
-                run_seed(table, tokens, cost_known, config, s, files[s], lambda _: bar.advance(task))
+                run_seed(per_seed[s], config, s, files[s], lambda _: bar.advance(task))
     else:
         from joblib import Parallel, delayed
 
-        Parallel(n_jobs=n_jobs)(delayed(run_seed)(table, tokens, cost_known, config, s, files[s]) for s in seeds)
+        Parallel(n_jobs=n_jobs)(delayed(run_seed)(per_seed[s], config, s, files[s]) for s in seeds)
     rows = [r for s in seeds for r in read_rows(files[s])]
     summary = summary_frame(rows)
     aiqs = aiq_frame(rows)
