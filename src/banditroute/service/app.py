@@ -15,6 +15,8 @@ endpoint                 key      does
 ``GET /v1/stats``        client   the dashboard's data
 ``GET /healthz``         none     liveness and learner state (503 when the learner stopped)
 ``GET /metrics``         none     Prometheus text format
+``/v1/chat/...``         client   gateway mode ([gateway]): the OpenAI-compatible LLM gateway,
+                                  :mod:`banditroute.gateway.routes`
 ``GET /``                none     the dashboard page (its data needs a client key)
 =======================  =======  ============================================================
 
@@ -143,6 +145,8 @@ def required_role(method: str, path: str) -> Role | None:
         return None
     if (method == "POST" and path == "/v1/models") or (method == "DELETE" and path.startswith("/v1/models/")):
         return Role.ADMIN
+    if method in ("POST", "DELETE") and path.startswith("/v1/gateway/upstreams"):
+        return Role.ADMIN
     return Role.CLIENT
 
 
@@ -222,9 +226,13 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         app.state.router = router
         hangup = _on_sighup(keys)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-writer")
+        if gateway is not None:
+            await gateway.start()
         try:
             yield
         finally:
+            if gateway is not None:
+                await gateway.stop()
             hangup()
             writer.shutdown(wait=True)  # the calls already queued finish first
             router.stop()
@@ -241,6 +249,13 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         docs_url=None,  # Swagger UI loads its assets from a CDN; the OpenAPI schema stays at /openapi.json
         redoc_url=None,
     )
+    gateway = None
+    if config.gateway is not None:  # the OpenAI-compatible LLM gateway (docs/gateway.md)
+        from banditroute.gateway.core import Gateway
+        from banditroute.gateway.routes import install
+
+        gateway = Gateway(config.gateway, router, serial)
+        install(app, gateway)
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(Authenticate, keys=keys)  # outermost: before the body is read
 
@@ -299,6 +314,8 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:
+        if gateway is not None:  # also OpenAI's shape, for its clients' models.list()
+            return JSONResponse({"object": "list", "data": gateway.models(), "models": router.list_models()})
         return JSONResponse({"models": router.list_models()})
 
     @app.post("/v1/models", status_code=201)

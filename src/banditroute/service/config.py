@@ -27,7 +27,8 @@ Example (``router.toml``)::
 Relative SQLite, corpus and key-file paths are resolved against the directory of the TOML file.
 Optional tables: ``[server]`` (host, port, request-size limit), ``[embedder]`` (turns query text
 into contexts), ``[retrieval]`` (corpus and one retriever per arm, for ``POST /v1/search``) and
-``[ope]`` (the dashboard's off-policy estimates).
+``[ope]`` (the dashboard's off-policy estimates) and ``[gateway]`` (upstream LLMs behind an
+OpenAI-compatible endpoint: :mod:`banditroute.gateway.config`, docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ import os
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from banditroute.core.validation import InputError
+
+if TYPE_CHECKING:  # resolved by parse_config (the gateway's config builds on this module's types)
+    from banditroute.gateway.config import GatewayConfig
 
 KEY_HASH_PREFIX = "sha256:"
 # Text a client or the config may name things with: no control characters (C0, DEL, C1; PostgreSQL
@@ -215,10 +219,16 @@ class ServiceConfig(_Strict):
     embedder: ComponentConfig | None = None
     retrieval: RetrievalConfig | None = None
     ope: OPEConfig = Field(default_factory=OPEConfig)
+    gateway: GatewayConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceConfig:
-        if self.retrieval is not None:
+        if self.gateway is not None:
+            if self.router.models or self.retrieval is not None:
+                raise ValueError("in gateway mode the models are the [[gateway.upstreams]]; leave router.models empty")
+            if self.router.dim is None:
+                raise ValueError("gateway mode needs router.dim: the dimension of its request features")
+        elif self.retrieval is not None:
             if self.router.models:
                 raise ValueError("in retrieval mode the models are the [[retrieval.arms]]; leave router.models empty")
             if self.embedder is None:
@@ -238,6 +248,8 @@ class ServiceConfig(_Strict):
         """Models active at first start: ``router.models``, or the active retrieval arms."""
         if self.retrieval is not None:
             return [a.name for a in self.retrieval.arms if a.active]
+        if self.gateway is not None:
+            return [u.name for u in self.gateway.upstreams if u.active]
         return list(self.router.models)
 
     def capacity(self) -> int:
@@ -245,6 +257,8 @@ class ServiceConfig(_Strict):
         if self.router.max_models is not None:
             return self.router.max_models
         declared = len(self.retrieval.arms) if self.retrieval is not None else len(self.router.models)
+        if self.gateway is not None:
+            declared = len(self.gateway.upstreams)
         return declared + 4
 
 
@@ -281,8 +295,22 @@ def parse_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] = ".") ->
     if isinstance(retrieval, dict) and isinstance(retrieval.get("corpus"), str):
         corpus = Path(retrieval["corpus"])
         raw["retrieval"] = {**retrieval, "corpus": corpus if corpus.is_absolute() else base / corpus}
+    gateway = raw.get("gateway")
+    if isinstance(gateway, dict) and isinstance(gateway.get("features"), str):
+        features = Path(gateway["features"])
+        raw["gateway"] = {**gateway, "features": features if features.is_absolute() else base / features}
+    _resolve_gateway_type()
     try:
         return ServiceConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
         raise InputError(f"invalid router config: {problems}") from None
+
+
+def _resolve_gateway_type() -> None:
+    """Complete :class:`ServiceConfig` with the gateway's table type, once (a forward reference:
+    :mod:`banditroute.gateway.config` imports this module's component and name types)."""
+    if not ServiceConfig.__pydantic_complete__:
+        from banditroute.gateway.config import GatewayConfig
+
+        ServiceConfig.model_rebuild(_types_namespace={"GatewayConfig": GatewayConfig})

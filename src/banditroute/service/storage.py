@@ -117,6 +117,24 @@ meta = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+# The LLM gateway's record of each attempt (one per logged decision of kind chat / fallback / forced):
+# outcome, usage and cost; prompt and completion only with `[gateway] log_prompts` (docs/gateway.md).
+attempts = sa.Table(
+    "gateway_attempts",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, sa.ForeignKey("decisions.event_id"), primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("key_hash", sa.String(80), nullable=True),
+    sa.Column("upstream", sa.String(100), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("prompt_sha256", sa.String(80), nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("completion_tokens", sa.Integer, nullable=True),
+    sa.Column("cost", sa.Float, nullable=True),
+    sa.Column("latency_s", sa.Float, nullable=True),
+    sa.Column("prompt", sa.Text, nullable=True),
+    sa.Column("completion", sa.Text, nullable=True),
+)
 
 
 @dataclass(frozen=True)
@@ -440,6 +458,20 @@ class Storage:
             },
         )
         self.conn.commit()
+
+    @_guarded
+    def insert_attempt(self, row: dict[str, Any]) -> None:
+        """One gateway attempt (``attempts`` table; its decision is already logged)."""
+        self.conn.execute(attempts.insert(), row)
+        self.conn.commit()
+
+    @_guarded
+    def attempts(self, after_event: int = 0, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Gateway attempts with ``event_id > after_event``, in event order."""
+        stmt = sa.select(attempts).where(attempts.c.event_id > after_event).order_by(attempts.c.event_id).limit(limit)
+        rows = [dict(r._mapping) for r in self.conn.execute(stmt)]
+        self.conn.rollback()
+        return rows
 
     @_guarded
     def _decision(self, where: Any, params: dict[str, Any]) -> tuple[DecisionRecord, FeedbackRecord | None] | None:

@@ -1,0 +1,107 @@
+"""Per-API-key and per-profile budgets, per UTC day and month, paced by the LLM benchmark's dual pacer.
+
+Each (owner, period) has a :class:`~banditroute.llm.knapsack.DualPacer` over the period: budget ``B``,
+horizon ``expected_requests`` per day (times the days of a month), started at price ``μ = 0``;
+every answered request charges its cost, and the pacer raises ``μ`` while the owner spends faster
+than ``B / horizon`` per request and lowers it otherwise (Balseiro, Lu & Mirrokni 2020; see
+:mod:`banditroute.llm.knapsack`). Admission, *before* the call, of each upstream ``l`` with cost
+bound ``u_l`` (prompt tokens × input price + max output tokens × output price):
+
+- hard: ``u_l <= remaining`` of every period, so spend never exceeds a budget while actual costs
+  stay below their bounds;
+- paced: ``μ · u_l / scale <= 1`` with ``scale`` the dearest upstream's bound — at price ``μ`` a
+  call whose cost outweighs the largest reward (1) is not worth making. When pacing excludes every
+  affordable upstream the cheapest affordable one stays allowed (as the knapsack's fallback), so a
+  key is slowed to cheap upstreams, not cut off, until its budget is truly spent: then 429.
+
+The state lives in memory: a restart starts every period's spend at 0 (docs/gateway.md).
+"""
+
+from __future__ import annotations
+
+import calendar
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditroute.gateway.config import Budget
+from banditroute.llm.knapsack import DualPacer
+
+PACE_ETA = 0.05
+
+
+class BudgetSpent(Exception):
+    """HTTP 429: the key's (or profile's) budget for this period is spent."""
+
+
+@dataclass
+class _Period:
+    key: str  # "day:2026-12-03" or "month:2026-12"
+    pacer: DualPacer
+
+
+def _periods(now: float) -> dict[str, tuple[str, int]]:
+    t = time.gmtime(now)
+    return {
+        "day": (time.strftime("%Y-%m-%d", t), 1),
+        "month": (time.strftime("%Y-%m", t), calendar.monthrange(t.tm_year, t.tm_mon)[1]),
+    }
+
+
+class Budgets:
+    """Budgets of many owners (``key:<hash>``, ``profile:<name>``); thread-safe."""
+
+    def __init__(self) -> None:
+        self._state: dict[tuple[str, str], _Period] = {}
+        self._lock = threading.Lock()
+
+    def _pacers(self, owner: str, budget: Budget, now: float) -> list[DualPacer]:
+        out = []
+        for kind, (stamp, days) in _periods(now).items():
+            limit = getattr(budget, kind)
+            if limit is None:
+                continue
+            cur = self._state.get((owner, kind))
+            if cur is None or cur.key != stamp:
+                cur = _Period(stamp, DualPacer(limit, budget.expected_requests * days, 0.0, eta=PACE_ETA))
+                self._state[(owner, kind)] = cur
+            out.append(cur.pacer)
+        return out
+
+    def admit(self, owner: str, budget: Budget, bounds: np.ndarray, now: float | None = None) -> np.ndarray:
+        """The upstreams whose cost bound this owner may spend now (module docstring); raises
+        :class:`BudgetSpent` when no upstream fits what is left."""
+        now = time.time() if now is None else now
+        with self._lock:
+            pacers = self._pacers(owner, budget, now)
+            ok = np.ones(bounds.shape, dtype=bool)
+            paced = np.ones(bounds.shape, dtype=bool)
+            scale = float(bounds.max()) if bounds.size and bounds.max() > 0 else 1.0
+            for p in pacers:
+                ok &= bounds <= p.remaining
+                paced &= p.mu * bounds / scale <= 1.0
+            if not ok.any():
+                raise BudgetSpent("the budget of this API key or profile is spent for the current period")
+            if (ok & paced).any():
+                return ok & paced
+            cheapest = np.flatnonzero(ok)[np.argmin(bounds[ok])]
+            out = np.zeros(bounds.shape, dtype=bool)
+            out[cheapest] = True
+            return out
+
+    def charge(self, owner: str, budget: Budget, cost: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._lock:
+            for p in self._pacers(owner, budget, now):
+                if p.t < p.horizon:
+                    p.charge(cost)
+                else:  # more requests than expected: keep counting spend (the price stays)
+                    p.spent += cost
+
+    def spent(self, owner: str, budget: Budget, now: float | None = None) -> dict[str, float]:
+        now = time.time() if now is None else now
+        with self._lock:
+            kinds = [k for k in ("day", "month") if getattr(budget, k) is not None]
+            return {k: p.spent for k, p in zip(kinds, self._pacers(owner, budget, now), strict=True)}
