@@ -6,7 +6,8 @@ padded to a length that depends on the model — with token counts of ``ceil(cha
 (:func:`banditroute.llm.tables.estimate_tokens`, the counts the table's costs use). Streams go
 out in chunks of a few characters, usage in a last chunk when asked. ``POST /control`` with
 ``{"mode": ...}`` makes it answer ``"ok"``, ``"429"``, ``"500"``, ``"hang"`` (never answer),
-``"drop"`` (stream half the chunks, then cut the connection) or ``"no_usage"`` (omit usage), and
+``"drop"`` (stream half the chunks, then cut the connection), ``"slow"`` (0.2 s between chunks) or
+``"no_usage"`` (omit usage), and
 ``{"delay_s": x}`` wait ``x`` s before answering. ``GET /control`` tells how many requests came.
 """
 
@@ -85,7 +86,7 @@ def make_app(model: str) -> Starlette:
                     await asyncio.sleep(0.05)
                     raise RuntimeError("dropped on purpose")  # uvicorn cuts the connection mid-body
                 yield chunk({"content": piece})
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.2 if mode == "slow" else 0)
             yield chunk({}, "stop")
             if (body.get("stream_options") or {}).get("include_usage") and mode != "no_usage":
                 ev = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body["model"],

@@ -1,16 +1,17 @@
 """Per-API-key and per-profile budgets, per UTC day and month, paced by the LLM benchmark's dual pacer.
 
 Each (owner, period) has a :class:`~banditroute.llm.knapsack.DualPacer` over the period: budget ``B``,
-horizon ``expected_requests`` per day (times the days of a month), started at price ``μ = 0``;
-every answered request charges its cost, and the pacer raises ``μ`` while the owner spends faster
-than ``B / horizon`` per request and lowers it otherwise (Balseiro, Lu & Mirrokni 2020; see
-:mod:`banditroute.llm.knapsack`). Admission, *before* the call, of each upstream ``l`` with cost
-bound ``u_l`` (prompt tokens × input price + max output tokens × output price):
+horizon ``Q`` = ``expected_requests`` per day (times the days of a month), per-request rate
+``ρ = B / Q`` as its cost unit, started at price ``μ = 0``; every answered request charges its
+cost, and the pacer raises ``μ`` while the owner spends faster than ``ρ`` per request and lowers
+it otherwise (Balseiro, Lu & Mirrokni 2020; see :mod:`banditroute.llm.knapsack`). Admission,
+*before* the call, of each upstream ``l`` with cost bound ``u_l`` (prompt tokens × input price +
+max output tokens × output price):
 
 - hard: ``u_l <= remaining`` of every period, so spend never exceeds a budget while actual costs
   stay below their bounds;
-- paced: ``μ · u_l / scale <= 1`` with ``scale`` the dearest upstream's bound — at price ``μ`` a
-  call whose cost outweighs the largest reward (1) is not worth making. When pacing excludes every
+- paced: ``μ · u_l / ρ <= 1`` — at price ``μ`` a call whose cost outweighs the largest reward (1)
+  is not worth making, so the dearest upstreams go first as the price rises. When pacing excludes every
   affordable upstream the cheapest affordable one stays allowed (as the knapsack's fallback), so a
   key is slowed to cheap upstreams, not cut off, until its budget is truly spent: then 429.
 
@@ -29,7 +30,7 @@ import numpy as np
 from banditroute.gateway.config import Budget
 from banditroute.llm.knapsack import DualPacer
 
-PACE_ETA = 0.05
+PACE_ETA = 0.05  # dual step per request, in units of the rate ρ
 
 
 class BudgetSpent(Exception):
@@ -65,7 +66,8 @@ class Budgets:
                 continue
             cur = self._state.get((owner, kind))
             if cur is None or cur.key != stamp:
-                cur = _Period(stamp, DualPacer(limit, budget.expected_requests * days, 0.0, eta=PACE_ETA))
+                horizon = budget.expected_requests * days
+                cur = _Period(stamp, DualPacer(limit, horizon, 0.0, eta=PACE_ETA, scale=limit / horizon))
                 self._state[(owner, kind)] = cur
             out.append(cur.pacer)
         return out
@@ -76,12 +78,12 @@ class Budgets:
         now = time.time() if now is None else now
         with self._lock:
             pacers = self._pacers(owner, budget, now)
-            ok = np.ones(bounds.shape, dtype=bool)
-            paced = np.ones(bounds.shape, dtype=bool)
-            scale = float(bounds.max()) if bounds.size and bounds.max() > 0 else 1.0
+            ok = np.isfinite(bounds)
+            paced = ok.copy()
+            finite = np.where(ok, bounds, 0.0)
             for p in pacers:
-                ok &= bounds <= p.remaining
-                paced &= p.mu * bounds / scale <= 1.0
+                ok &= finite <= p.remaining
+                paced &= p.mu * finite / p.scale <= 1.0
             if not ok.any():
                 raise BudgetSpent("the budget of this API key or profile is spent for the current period")
             if (ok & paced).any():

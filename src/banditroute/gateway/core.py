@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
-from banditroute.gateway.breaker import CircuitBreaker
+from banditroute.gateway.breaker import OPEN, CircuitBreaker
 from banditroute.gateway.budget import Budgets
 from banditroute.gateway.config import ROUTER_MODEL, Budget, GatewayConfig, ProfileConfig, UpstreamConfig
 from banditroute.gateway.features import RequestFeaturizer, load_featurizer, message_text, prompt_hash, prompt_tokens
@@ -95,10 +95,9 @@ class Gateway:
 
     def _connect(self, config: UpstreamConfig) -> None:
         self.upstreams[config.name] = Upstream(config)
-        self.breakers[config.name] = CircuitBreaker(self.config.breaker_failures, self.config.breaker_cooldown_s)
-        self.metrics.breaker_open.labels(config.name).set_function(
-            lambda b=self.breakers[config.name]: float(not b.available())
-        )
+        breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_cooldown_s)
+        self.breakers[config.name] = breaker
+        self.metrics.breaker_open.labels(config.name).set_function(lambda: float(breaker.state == OPEN))
 
     async def stop(self) -> None:
         if self._tasks:
@@ -217,7 +216,9 @@ class Gateway:
         upstream_body = {k: v for k, v in body.items() if k != "model"}
         if stream:
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        ctx = _Context(key_hash, prompt_hash(messages), n_prompt, profile, messages if self.config.log_prompts else None)
+        ctx = _Context(
+            key_hash, prompt_hash(messages), n_prompt, profile, messages if self.config.log_prompts else None
+        )
         attempts: list[Attempt] = []
         slots = self._slots()
         names_by_slot = {s: n for n, s in slots.items()}
@@ -313,7 +314,7 @@ class Gateway:
         outcome = "ok"
         try:
             async for event in up.events(response):
-                if "usage" in event and event["usage"]:
+                if event.get("usage"):
                     usage = event.pop("usage")
                     if not event.get("choices"):
                         continue

@@ -18,10 +18,17 @@ class GatewayMetrics:
         self.requests = Counter(
             "banditroute_gateway_requests", "Upstream attempts by outcome", ["upstream", "outcome"], registry=r
         )
-        self.tokens = Counter("banditroute_gateway_tokens", "Tokens by upstream and kind", ["upstream", "kind"], registry=r)
-        self.cost = Counter("banditroute_gateway_cost", "Cost (currency of the prices) by upstream", ["upstream"], registry=r)
+        self.tokens = Counter(
+            "banditroute_gateway_tokens", "Tokens by upstream and kind", ["upstream", "kind"], registry=r
+        )
+        self.cost = Counter(
+            "banditroute_gateway_cost", "Cost (currency of the prices) by upstream", ["upstream"], registry=r
+        )
         self.fallbacks = Counter(
-            "banditroute_gateway_fallbacks", "Failed attempts that fell back, by cause", ["upstream", "cause"], registry=r
+            "banditroute_gateway_fallbacks",
+            "Failed attempts that fell back, by cause",
+            ["upstream", "cause"],
+            registry=r,
         )
         self.latency = Histogram(
             "banditroute_gateway_latency_seconds", "Time to the whole answer", ["upstream"], buckets=BUCKETS, registry=r
@@ -31,7 +38,10 @@ class GatewayMetrics:
             registry=r,
         )  # fmt: skip
         self.breaker_open = Gauge(
-            "banditroute_gateway_breaker_open", "1 while the upstream's circuit breaker is open", ["upstream"], registry=r
+            "banditroute_gateway_breaker_open",
+            "1 while the upstream's circuit breaker is open",
+            ["upstream"],
+            registry=r,
         )
         self.budget_refusals = Counter("banditroute_gateway_budget_refusals", "Requests refused with 429", registry=r)
 
