@@ -201,6 +201,7 @@ def list_envs() -> None:
 
 
 from banditroute.cli import embed_routing as _embed_routing  # noqa: E402, F401  (registers its commands)
+from banditroute.cli import init as _init  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import llm as _llm  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import models as _models  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import serve as _serve  # noqa: E402, F401  (registers its commands)

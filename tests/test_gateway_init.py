@@ -1,0 +1,55 @@
+"""``banditroute init``: valid commented configs with fresh keys, and the README's two-command quickstart."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from banditroute.cli.main import app
+from banditroute.service.auth import hash_key
+from banditroute.service.config import load_config
+from service_support import Server
+
+runner = CliRunner()
+
+
+def init(kind: str, out: Path) -> tuple[str, str]:
+    result = runner.invoke(app, ["init", kind, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    client = re.search(r"client key: (\S+)", result.output)
+    admin = re.search(r"admin key:  (\S+)", result.output)
+    assert client and admin
+    return client.group(1), admin.group(1)
+
+
+@pytest.mark.parametrize("kind", ["router", "gateway", "retrieval"])
+def test_init_writes_a_valid_private_config_with_fresh_key_hashes(tmp_path: Path, kind: str) -> None:
+    client, admin = init(kind, tmp_path / "router.toml")
+    text = (tmp_path / "router.toml").read_text()
+    assert client not in text and admin not in text  # only the hashes are stored
+    cfg = load_config(tmp_path / "router.toml")
+    assert cfg.auth.api_key_hashes == [hash_key(client)] and cfg.auth.admin_key_hashes == [hash_key(admin)]
+    assert (cfg.gateway is not None) == (kind == "gateway") and (cfg.retrieval is not None) == (kind == "retrieval")
+    assert os.stat(tmp_path / "router.toml").st_mode & 0o777 == 0o600
+    again = runner.invoke(app, ["init", kind, "--out", str(tmp_path / "router.toml")])
+    assert again.exit_code == 2 and "exists" in again.output
+    assert load_config(tmp_path / "router.toml").auth.api_key_hashes == [hash_key(client)]  # untouched
+    other, _ = init(kind, tmp_path / "second.toml")
+    assert other != client
+
+
+def test_quickstart_gateway_answers_the_openai_client(tmp_path: Path) -> None:
+    """README: `banditroute init gateway` then `banditroute serve --config router.toml`; the openai client
+    pointed at it lists the router, its profile and the upstreams (with the real MiniLM embedder)."""
+    client_key, _ = init("gateway", tmp_path / "router.toml")
+    server = Server(tmp_path / "router.toml", tmp_path / "serve.log").start()
+    try:
+        models = openai.OpenAI(base_url=server.url + "/v1", api_key=client_key, max_retries=0).models.list()
+        assert [m.id for m in models] == ["router", "router-cheap", "small", "large"]
+    finally:
+        server.stop()
