@@ -9,7 +9,7 @@ quickstart start from the gateway one.
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -115,7 +115,7 @@ retriever = {{ factory = "dense", params = {{ embedder = "minilm-l6-int8" }} }}
 """
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     router = "router"
     gateway = "gateway"
     retrieval = "retrieval"
