@@ -1,9 +1,10 @@
-"""A real OpenAI-compatible upstream for the gateway's tests: ``python fake_upstream.py --port P --model M``.
+"""A real OpenAI-compatible upstream for the gateway's tests: ``python fake_upstream.py --port P``.
 
-It answers ``POST /v1/chat/completions`` as the LLM ``M`` of the llmrouter table would in our
-tests: a deterministic text per (model, prompt) — ``"<model> answers: <words of the prompt>"``
-padded to a length that depends on the model — with token counts of ``ceil(characters / 4)``
-(:func:`banditroute.llm.tables.estimate_tokens`, the counts the table's costs use). Streams go
+It answers ``POST /v1/chat/completions`` as the LLM the request names (an LLM of the llmrouter
+table) would in our tests: a deterministic text per (model, prompt) — ``"<model> answers: <words
+of the prompt>"`` padded to a length that depends on the model — with token counts of
+``ceil(characters / 4)`` per message (:func:`banditroute.llm.tables.estimate_tokens`, the counts
+the table's costs use), so one process can play every upstream. Streams go
 out in chunks of a few characters, usage in a last chunk when asked. ``POST /control`` with
 ``{"mode": ...}`` makes it answer ``"ok"``, ``"429"``, ``"500"``, ``"hang"`` (never answer),
 ``"drop"`` (stream half the chunks, then cut the connection), ``"slow"`` (0.2 s between chunks) or
@@ -38,7 +39,7 @@ def answer_text(model: str, prompt: str) -> str:
     return base + " detail" * (len(model) % 5 + 2)
 
 
-def make_app(model: str) -> Starlette:
+def make_app() -> Starlette:
     state: dict = {"mode": "ok", "delay_s": 0.0, "requests": 0, "last_body": None}
 
     async def control(request: Request) -> Response:
@@ -60,8 +61,8 @@ def make_app(model: str) -> Starlette:
         if mode == "hang":
             await asyncio.sleep(3600)
         prompt = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
-        text = answer_text(model, prompt if isinstance(prompt, str) else json.dumps(prompt))
-        pt = sum(tokens(m["content"] if isinstance(m["content"], str) else "") + 4 for m in body["messages"])
+        text = answer_text(body["model"], prompt if isinstance(prompt, str) else json.dumps(prompt))
+        pt = sum(tokens(m["content"] if isinstance(m["content"], str) else "") for m in body["messages"])
         usage = {"prompt_tokens": pt, "completion_tokens": tokens(text), "total_tokens": pt + tokens(text)}
         cid, created = f"chatcmpl-{os.getpid()}-{state['requests']}", int(time.time())
         if not body.get("stream"):
@@ -105,6 +106,5 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--model", required=True)
     args = parser.parse_args()
-    uvicorn.run(make_app(args.model), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(make_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

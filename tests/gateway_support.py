@@ -17,14 +17,14 @@ PRICES = {"llama3-chatqa-1.5-8b": (0.2, 0.2), "qwen2.5-7b-instruct": (0.2, 0.2),
 
 
 class FakeUpstream:
-    """One ``fake_upstream.py`` process on a free loopback port, answering as ``model``."""
+    """One ``fake_upstream.py`` process on a free loopback port (``model``: what its entries call)."""
 
     def __init__(self, model: str, log_file: Path) -> None:
         self.model, self.port = model, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         with open(log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "fake_upstream.py"), "--port", str(self.port), "--model", model],
+                [sys.executable, str(HERE / "fake_upstream.py"), "--port", str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 

@@ -8,6 +8,7 @@ Example::
     log_prompts = false           # true: prompts and completions are stored (default: hash + context only)
     features = "features.npz"     # optional fitted Featurizer (banditroute.llm.features); else the raw embedding
     embedder = { factory = "minilm-l6-int8" }
+    embed_disk_cache = false      # true: embeddings also go through the benchmarks' on-disk cache (vectors only)
 
     [[gateway.upstreams]]
     name = "small"                # the arm's name, and the `model` a client may pass through to
@@ -99,7 +100,8 @@ class GatewayConfig(_Strict):
     log_prompts: bool = False
     features: Path | None = None
     embedder: ComponentConfig
-    embed_cache: int = Field(default=10_000, ge=0)
+    embed_cache: int = Field(default=10_000, ge=0)  # embeddings kept in memory (LRU, by text)
+    embed_disk_cache: bool = False  # also the on-disk embedding cache of the benchmarks (banditroute.data.cache)
     breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open an upstream's breaker
     breaker_cooldown_s: float = Field(default=30.0, gt=0)  # then one probe call may close it
 

@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
+from banditroute.data.cache import CachedEmbedder, EmbeddingCache
 from banditroute.gateway.breaker import OPEN, CircuitBreaker
 from banditroute.gateway.budget import Budgets
 from banditroute.gateway.config import ROUTER_MODEL, Budget, GatewayConfig, ProfileConfig, UpstreamConfig
@@ -78,11 +80,14 @@ class Gateway:
         self.budgets = Budgets()
         self.metrics = GatewayMetrics(router.metrics.registry)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-embed")
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         featurizer = None if self.config.features is None else load_featurizer(self.config.features)
         embedder = await run_in_threadpool(build_embedder, self.config.embedder)
+        if self.config.embed_disk_cache:
+            embedder = CachedEmbedder(embedder, EmbeddingCache())
         self.features = RequestFeaturizer(embedder, featurizer, self.config.embed_cache)
         if self.features.dim != self.router.dim:
             raise InputError(f"router.dim = {self.router.dim} but the gateway's features have {self.features.dim}")
@@ -104,6 +109,7 @@ class Gateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for up in self.upstreams.values():
             await up.aclose()
+        self._embed_thread.shutdown(wait=True)
 
     # ------------------------------------------------------------------ admin
     async def add_upstream(self, config: UpstreamConfig) -> dict[str, Any]:
@@ -210,7 +216,8 @@ class Gateway:
         bounds = self._bounds(body, n_prompt)
         max_cost = body.pop("max_cost", None)
         mask = self._allowed(names, profile, bounds, key_hash, max_cost)
-        x = await run_in_threadpool(self.features.context, messages)
+        # one embedding thread: embedders (and the disk cache's SQLite connection) stay on one thread
+        x = await asyncio.get_running_loop().run_in_executor(self._embed_thread, self.features.context, messages)
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_body = {k: v for k, v in body.items() if k != "model"}
