@@ -360,3 +360,23 @@ def test_privacy_default_stores_hash_and_context_only(env: dict[str, Any]) -> No
                                  f"{r.model_extra['banditroute']['event_id']}")[0]  # fmt: skip
     assert row[0] is None and row[1] is None and row[2].startswith("sha256:")
     assert not any(b"secret prompt" in bytes(v) for v in db_rows(env["server"], "SELECT context FROM decisions")[0])
+
+
+def test_upstream_drop_mid_stream_ends_with_an_error_and_missing_usage_is_counted(env: dict[str, Any]) -> None:
+    client, server, ups = env["client"], env["server"], env["ups"]
+    ups[SMALL].control(mode="drop")
+    try:
+        with pytest.raises(openai.APIError, match="mid-stream"):
+            for _ in client.chat.completions.create(model=SMALL, messages=ask("drop me"), stream=True):
+                pass
+        ups[SMALL].control(mode="no_usage")
+        r = client.chat.completions.create(model=SMALL, messages=ask("count my tokens"))
+    finally:
+        ups[SMALL].control(mode="ok")
+    text = r.choices[0].message.content
+    assert text == answer_text(SMALL, "count my tokens")
+    # usage counted locally: ceil(chars / 4) + 4 per message for the prompt, ceil(chars / 4) for the answer
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (2 + 4 + 4 + 4, math.ceil(len(text) / 4))
+    assert r.model_extra["banditroute"]["cost"] == pytest.approx((14 + r.usage.completion_tokens) * 0.2 / 1e6)
+    time.sleep(0.2)
+    assert db_rows(server, "SELECT count(*) FROM gateway_attempts WHERE outcome = 'dropped'") == [(1,)]
