@@ -9,7 +9,8 @@ the model whose cost bound fits ``max_cost`` and the key's and profile's budgets
 among the allowed upstreams (one logged decision per attempt, with its full probability vector:
 kind ``chat``, then ``fallback``), the chosen upstream is called, and on failure it leaves the
 allowed set and the next attempt draws from the policy's probabilities over the rest. Each
-attempt's outcome, usage and cost go to the ``gateway_attempts`` table after the answer; a failed
+attempt's outcome, usage and cost go to the ``gateway_attempts`` table after the answer (in groups,
+every :data:`FLUSH_S`: one commit for many requests); a failed
 attempt is also learned (lowest reward) if ``learn_failures``. A decision is committed before its
 upstream is called, so a crash mid-call or mid-stream leaves it in the log (docs/gateway.md).
 """
@@ -45,6 +46,7 @@ from banditroute.service.storage import DecisionRecord, StorageUnavailable
 
 log = logging.getLogger("banditroute.gateway")
 ADDED_UPSTREAMS = "gateway.added_upstreams"  # meta key: upstreams added at run time (JSON list of configs)
+FLUSH_S = 0.05  # attempt rows are written in groups at this interval
 
 Serial = Callable[..., Awaitable[Any]]
 
@@ -80,6 +82,8 @@ class Gateway:
         self.budgets = Budgets()
         self.metrics = GatewayMetrics(router.metrics.registry)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rows: list[dict[str, Any]] = []  # attempt rows not yet written
+        self._flusher: asyncio.Task[None] | None = None
         self._embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-embed")
 
     # ------------------------------------------------------------------ lifecycle
@@ -97,6 +101,7 @@ class Gateway:
         for m in self.router.models:
             if m.active and m.name in self.configs:
                 self._connect(self.configs[m.name])
+        self._flusher = asyncio.ensure_future(self._flush_loop())
 
     def _connect(self, config: UpstreamConfig) -> None:
         self.upstreams[config.name] = Upstream(config)
@@ -107,6 +112,10 @@ class Gateway:
     async def stop(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._flush()
         for up in self.upstreams.values():
             await up.aclose()
         self._embed_thread.shutdown(wait=True)
@@ -246,7 +255,7 @@ class Gateway:
                 self.metrics.requests.labels(name, exc.cause).inc()
                 self.metrics.fallbacks.labels(name, exc.cause).inc()
                 attempts.append(Attempt(rec, name, exc.cause))
-                self._spawn(self._record(ctx, rec, name, exc.cause, None, None, None, time.perf_counter() - start))
+                self._record(ctx, rec, name, exc.cause, None, None, None, time.perf_counter() - start)
                 if self.config.learn_failures:
                     await self.serial(self.router.feedback, rec.event_id, self.router.reward_range[0])
                 mask[rec.action] = False
@@ -258,7 +267,7 @@ class Gateway:
             except UpstreamRejected as exc:
                 breaker.succeeded()  # the upstream works; the request was wrong for it
                 self.metrics.requests.labels(name, "rejected").inc()
-                self._spawn(self._record(ctx, rec, name, "rejected", None, None, None, time.perf_counter() - start))
+                self._record(ctx, rec, name, "rejected", None, None, None, time.perf_counter() - start)
                 raise GatewayError(exc.status, _upstream_message(exc.body), "upstream_rejected") from None
             attempts.append(Attempt(rec, name, "ok"))
             headers = {"x-banditroute-event-id": str(rec.event_id), "x-banditroute-upstream": name}
@@ -305,7 +314,7 @@ class Gateway:
         cost = self._book(ctx, name, up, p, c, seconds)
         answer.setdefault("usage", {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
         answer["banditroute"] = {**info, "cost": cost}
-        self._spawn(self._record(ctx, rec, name, "ok", p, c, cost, seconds, text))
+        self._record(ctx, rec, name, "ok", p, c, cost, seconds, text)
         return answer
 
     async def _relay(
@@ -346,7 +355,7 @@ class Gateway:
             p, c = self._usage(ctx, usage if outcome == "ok" else None, text)
             seconds = time.perf_counter() - start
             cost = self._book(ctx, name, up, p, c, seconds)  # what was streamed is paid for, dropped or not
-            self._spawn(self._record(ctx, rec, name, outcome, p, c, cost, seconds, text))
+            self._record(ctx, rec, name, outcome, p, c, cost, seconds, text)
         if outcome != "ok":
             return
         breaker.succeeded()
@@ -366,21 +375,31 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _record(
+    def _record(
         self, ctx: _Context, rec: DecisionRecord, name: str, outcome: str, p: int | None, c: int | None,
         cost: float | None, seconds: float, completion: str | None = None,
     ) -> None:  # fmt: skip
-        row = {
+        self._rows.append({
             "event_id": rec.event_id, "created_at": rec.created_at, "key_hash": ctx.key_hash, "upstream": name,
             "outcome": outcome, "prompt_sha256": ctx.prompt_sha256, "prompt_tokens": p, "completion_tokens": c,
             "cost": cost, "latency_s": seconds,
             "prompt": None if ctx.messages is None else json.dumps(ctx.messages, ensure_ascii=False),
             "completion": completion if ctx.messages is not None else None,
-        }  # fmt: skip
+        })  # fmt: skip
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
         try:
-            await self.serial(self.router.storage.insert_attempt, row)
-        except StorageUnavailable as exc:  # the decision is logged; only this accounting row is lost
-            log.warning("gateway: attempt of event %d not recorded: %s", rec.event_id, exc)
+            await self.serial(self.router.storage.insert_attempts, rows)
+        except StorageUnavailable as exc:  # the decisions are logged; only these accounting rows are lost
+            log.warning("gateway: %d attempt rows not recorded: %s", len(rows), exc)
 
 
 @dataclass(frozen=True)

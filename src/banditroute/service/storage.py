@@ -460,9 +460,9 @@ class Storage:
         self.conn.commit()
 
     @_guarded
-    def insert_attempt(self, row: dict[str, Any]) -> None:
-        """One gateway attempt (``attempts`` table; its decision is already logged)."""
-        self.conn.execute(attempts.insert(), row)
+    def insert_attempts(self, rows: list[dict[str, Any]]) -> None:
+        """Gateway attempts (``attempts`` table; their decisions are already logged), in one commit."""
+        self.conn.execute(attempts.insert(), rows)
         self.conn.commit()
 
     @_guarded
