@@ -64,6 +64,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             {"name": "router-ab", "upstreams": [SMALL, MID]},
             {"name": "router-dead", "upstreams": ["dead", SMALL]},
             {"name": "router-cheap", "upstreams": [SMALL, LARGE], "budget": {"day": 0.0004, "expected_requests": 200}},
+            {"name": "router-tight", "upstreams": [LARGE], "budget": {"day": 0.0001}},
         ]},
     )  # fmt: skip
     server = Server(cfg, tmp / "gateway.log").start()
@@ -193,22 +194,55 @@ def test_budget_is_paced_then_429_and_never_overspent(env: dict[str, Any]) -> No
     assert answered[-30:] == [SMALL] * 30  # the dear upstream priced out long before the budget ran out
 
 
+def test_concurrent_requests_cannot_overspend_a_budget_together(env: dict[str, Any]) -> None:
+    """40 requests at once on a budget of about 4 answers: admission holds each one's cost bound."""
+    server = env["server"]
+
+    async def burst() -> list[Any]:
+        aclient = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        calls = [aclient.chat.completions.create(model="router-tight", messages=ask(f"burst {i}"), max_tokens=30)
+                 for i in range(40)]  # fmt: skip
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        await aclient.close()
+        return out
+
+    results = asyncio.run(burst())
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(answered) + len(refused) == 40 and answered and refused
+    assert sum(r.model_extra["banditroute"]["cost"] for r in answered) <= 0.0001
+
+
 def test_pacing_prices_out_the_dear_upstream_when_spending_fast() -> None:
     b, budget = Budgets(), Budget(day=1.0, expected_requests=100)
     bounds = np.array([0.001, 0.05, np.inf])
-    assert b.admit("k", budget, bounds, now=0.0).tolist() == [True, True, False]
+
+    def admit(now: float = 0.0) -> list[bool]:
+        mask, held = b.admit("k", budget, bounds, now=now)
+        b.settle("k", budget, held, None, now=now)
+        return mask.tolist()
+
+    assert admit() == [True, True, False]
+    held: list[float] = []
+    with pytest.raises(BudgetSpent):  # requests in flight hold their largest bound until settled
+        for _ in range(2000):
+            held.append(b.admit("k", budget, bounds, now=0.0)[1])
+    assert held[0] == 0.05 and held[-1] == 0.001 and 1.0 - 0.001 < sum(held) <= 1.0
+    for h in held:
+        b.settle("k", budget, h, None, now=0.0)
+    assert admit() == [True, True, False]
     for _ in range(15):  # spending 5x the paced rate of 0.01 per request: μ = 15 · 0.05 · 4 = 3
         b.charge("k", budget, 0.05, now=0.0)
-    assert b.admit("k", budget, bounds, now=0.0).tolist() == [True, False, False]  # 0.05 > ρ / μ
+    assert admit() == [True, False, False]  # 0.05 > ρ / μ
     for _ in range(60):  # spending nothing lowers the price back to 0
         b.charge("k", budget, 0.0, now=0.0)
-    assert b.admit("k", budget, bounds, now=0.0).tolist() == [True, True, False]
+    assert admit() == [True, True, False]
     for _ in range(5):
         b.charge("k", budget, 0.05, now=0.0)
     assert b.spent("k", budget, now=0.0) == {"day": pytest.approx(1.0)}
     with pytest.raises(BudgetSpent):
         b.admit("k", budget, bounds, now=0.0)
-    assert b.admit("k", budget, bounds, now=86400.0).tolist() == [True, True, False]  # a new day: a fresh budget
+    assert admit(now=86400.0) == [True, True, False]  # a new day: a fresh budget
 
 
 def test_max_cost_is_honoured(env: dict[str, Any]) -> None:
@@ -297,11 +331,13 @@ def test_metrics_per_upstream(env: dict[str, Any]) -> None:
 
 def test_breaker_privacy_opt_in_and_kill_9_mid_stream(tmp_path: Path) -> None:
     """A second gateway: breaker after 2 failures with a 1 s cool-down, prompts logged (opt-in),
-    and ``kill -9`` mid-stream: the streamed decision and every acknowledged feedback survive."""
+    and ``kill -9`` mid-stream: the streamed decision, every acknowledged feedback and the key's spending
+    survive the restart."""
     a, b = FakeUpstream(SMALL, tmp_path / "up.log"), FakeUpstream(MID, tmp_path / "up.log")
     a.wait(), b.wait()
     cfg = gateway_config(tmp_path / "router.toml", [upstream_entry(a), upstream_entry(b)],
-                         gateway={"breaker_failures": 2, "breaker_cooldown_s": 1.0, "log_prompts": True})  # fmt: skip
+                         gateway={"breaker_failures": 2, "breaker_cooldown_s": 1.0, "log_prompts": True},
+                         tables={"gateway.budgets": [{"key_hash": "*", "day": 5.0, "month": 50.0}]})  # fmt: skip
     server = Server(cfg, tmp_path / "gateway.log").start()
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
     metric = f'banditroute_gateway_breaker_open{{upstream="{SMALL}"}}'
@@ -337,6 +373,9 @@ def test_breaker_privacy_opt_in_and_kill_9_mid_stream(tmp_path: Path) -> None:
             e = r.model_extra["banditroute"]["event_id"]
             assert client.post("/feedback", body={"event_id": e, "reward": 0.5}, cast_to=object)["status"] == "accepted"
             acked.append(e)
+        time.sleep(0.2)  # attempt rows are written every 50 ms
+        usage = httpx.get(server.url + "/v1/gateway/usage", headers={"Authorization": f"Bearer {CLIENT_KEY}"}).json()
+        assert usage["key"]["day"]["spent"] > 0 and usage["key"]["month"]["spent"] == usage["key"]["day"]["spent"]
         a.control(mode="slow"), b.control(mode="slow")
         body = {"model": "router", "messages": ask("killed mid-stream"), "stream": True}
         auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -348,6 +387,8 @@ def test_breaker_privacy_opt_in_and_kill_9_mid_stream(tmp_path: Path) -> None:
         server = Server(cfg, tmp_path / "gateway.log").start()
         assert db_rows(server, f"SELECT kind FROM decisions WHERE event_id = {event_id}") == [("chat",)]
         assert sorted(e for (e,) in db_rows(server, "SELECT event_id FROM feedback")) == acked
+        again = httpx.get(server.url + "/v1/gateway/usage", headers={"Authorization": f"Bearer {CLIENT_KEY}"}).json()
+        assert again["key"]["day"]["spent"] == pytest.approx(usage["key"]["day"]["spent"])  # spending survives
     finally:
         server.kill()
         a.stop(), b.stop()

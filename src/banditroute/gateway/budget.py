@@ -15,7 +15,11 @@ max output tokens × output price):
   affordable upstream the cheapest affordable one stays allowed (as the knapsack's fallback), so a
   key is slowed to cheap upstreams, not cut off, until its budget is truly spent: then 429.
 
-The state lives in memory: a restart starts every period's spend at 0 (docs/gateway.md).
+Concurrent requests cannot overspend together: admission *holds* the largest admitted bound until the
+request is settled with its actual cost (:meth:`Budgets.settle`), and what is held counts as spent for
+every other admission meanwhile. The state lives in memory; at start the gateway books again the costs
+of the current month's answered attempts from its log (``gateway_attempts``), so a restart neither
+forgets spending nor resets a period (the pacer's price restarts from that replay).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class Budgets:
 
     def __init__(self) -> None:
         self._state: dict[tuple[str, str], _Period] = {}
+        self._held: dict[str, float] = {}  # per owner: bounds held by admitted, unsettled requests
         self._lock = threading.Lock()
 
     def _pacers(self, owner: str, budget: Budget, now: float) -> list[DualPacer]:
@@ -72,26 +77,39 @@ class Budgets:
             out.append(cur.pacer)
         return out
 
-    def admit(self, owner: str, budget: Budget, bounds: np.ndarray, now: float | None = None) -> np.ndarray:
-        """The upstreams whose cost bound this owner may spend now (module docstring); raises
+    def admit(
+        self, owner: str, budget: Budget, bounds: np.ndarray, now: float | None = None
+    ) -> tuple[np.ndarray, float]:
+        """The upstreams whose cost bound this owner may spend now (module docstring) and the amount
+        now held for the request (their largest bound; give it back with :meth:`settle`); raises
         :class:`BudgetSpent` when no upstream fits what is left."""
         now = time.time() if now is None else now
         with self._lock:
             pacers = self._pacers(owner, budget, now)
+            held = self._held.get(owner, 0.0)
             ok = np.isfinite(bounds)
             paced = ok.copy()
             finite = np.where(ok, bounds, 0.0)
             for p in pacers:
-                ok &= finite <= p.remaining
+                ok &= finite <= p.remaining - held
                 paced &= p.mu * finite / p.scale <= 1.0
             if not ok.any():
                 raise BudgetSpent("the budget of this API key or profile is spent for the current period")
             if (ok & paced).any():
-                return ok & paced
-            cheapest = np.flatnonzero(ok)[np.argmin(bounds[ok])]
-            out = np.zeros(bounds.shape, dtype=bool)
-            out[cheapest] = True
-            return out
+                out = ok & paced
+            else:
+                out = np.zeros(bounds.shape, dtype=bool)
+                out[np.flatnonzero(ok)[np.argmin(bounds[ok])]] = True
+            amount = float(finite[out].max())
+            self._held[owner] = held + amount
+            return out, amount
+
+    def settle(self, owner: str, budget: Budget, held: float, cost: float | None, now: float | None = None) -> None:
+        """Release what :meth:`admit` held and book the request's actual cost (``None``: no call was paid)."""
+        with self._lock:
+            self._held[owner] = max(0.0, self._held.get(owner, 0.0) - held)
+        if cost is not None:
+            self.charge(owner, budget, cost, now)
 
     def charge(self, owner: str, budget: Budget, cost: float, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -18,6 +18,7 @@ upstream is called, so a crash mid-call or mid-stream leaves it in the log (docs
 from __future__ import annotations
 
 import asyncio
+import calendar
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
 from banditroute.data.cache import CachedEmbedder, EmbeddingCache
 from banditroute.gateway.breaker import OPEN, CircuitBreaker
-from banditroute.gateway.budget import Budgets
+from banditroute.gateway.budget import Budgets, BudgetSpent
 from banditroute.gateway.config import ROUTER_MODEL, Budget, GatewayConfig, ProfileConfig, UpstreamConfig
 from banditroute.gateway.features import RequestFeaturizer, load_featurizer, message_text, prompt_hash, prompt_tokens
 from banditroute.gateway.metrics import GatewayMetrics
@@ -101,7 +102,27 @@ class Gateway:
         for m in self.router.models:
             if m.active and m.name in self.configs:
                 self._connect(self.configs[m.name])
+        await self._restore_spending()
         self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def _restore_spending(self) -> None:
+        """Book again the costs of this month's answered attempts (budgets live in memory)."""
+        t = time.gmtime()
+        month_start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+        for row in await self.serial(self.router.storage.attempts, float(month_start)):
+            if row["cost"] is None:
+                continue
+            profile = self.profiles.get(row["profile"] or "")
+            for owner, budget in self._owners(profile, row["key_hash"]):
+                self.budgets.charge(owner, budget, row["cost"], now=row["created_at"])
+
+    def usage(self, key_hash: str | None) -> dict[str, Any]:
+        """The caller's budgets and what was spent of them in the current periods."""
+        out = {}
+        for owner, budget in self._owners(None, key_hash):
+            spent = self.budgets.spent(owner, budget)
+            out[owner.split(":")[0]] = {k: {"budget": getattr(budget, k), "spent": v} for k, v in spent.items()}
+        return out
 
     def _connect(self, config: UpstreamConfig) -> None:
         self.upstreams[config.name] = Upstream(config)
@@ -168,8 +189,10 @@ class Gateway:
 
     def _allowed(
         self, names: list[str], profile: ProfileConfig | None, bounds: FloatArray, key_hash: str | None,
-        max_cost: float | None,
+        max_cost: float | None, holds: list[tuple[str, Budget, float]],
     ) -> np.ndarray:  # fmt: skip
+        """The upstreams this request may use; budget holds taken on the way are appended to ``holds``
+        (the caller settles them, also when this raises)."""
         slots = self._slots()
         mask = np.zeros(self.router.capacity, dtype=bool)
         mask[[slots[n] for n in names]] = True
@@ -181,10 +204,12 @@ class Gateway:
         for owner, budget in self._owners(profile, key_hash):
             masked = np.where(mask, bounds, np.inf)
             try:
-                mask &= self.budgets.admit(owner, budget, masked)
-            except Exception as exc:
+                admitted, held = self.budgets.admit(owner, budget, masked)
+            except BudgetSpent as exc:
                 self.metrics.budget_refusals.inc()
                 raise GatewayError(429, str(exc), "budget_exceeded") from None
+            holds.append((owner, budget, held))
+            mask &= admitted
         names_by_slot = {s: n for n, s in slots.items()}
         for s in np.flatnonzero(mask):
             if not self.breakers[names_by_slot[int(s)]].available():
@@ -224,7 +249,20 @@ class Gateway:
         n_prompt = prompt_tokens(messages)
         bounds = self._bounds(body, n_prompt)
         max_cost = body.pop("max_cost", None)
-        mask = self._allowed(names, profile, bounds, key_hash, max_cost)
+        holds: list[tuple[str, Budget, float]] = []
+        try:
+            mask = self._allowed(names, profile, bounds, key_hash, max_cost, holds)
+            ctx = _Context(key_hash, prompt_hash(messages), n_prompt, profile,
+                           messages if self.config.log_prompts else None, holds)  # fmt: skip
+            return await self._attempts(body, messages, mask, forced, ctx)
+        except BaseException:
+            self._settle(holds, None)  # nothing answered: nothing paid, the holds go back
+            raise
+
+    async def _attempts(
+        self, body: dict[str, Any], messages: list[dict[str, Any]], mask: np.ndarray, forced: bool, ctx: _Context
+    ) -> tuple[dict[str, Any] | AsyncIterator[bytes], dict[str, str]]:
+        """Decide, call, fall back (module docstring)."""
         # one embedding thread: embedders (and the disk cache's SQLite connection) stay on one thread
         x = await asyncio.get_running_loop().run_in_executor(self._embed_thread, self.features.context, messages)
         stream = bool(body.get("stream"))
@@ -232,9 +270,6 @@ class Gateway:
         upstream_body = {k: v for k, v in body.items() if k != "model"}
         if stream:
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        ctx = _Context(
-            key_hash, prompt_hash(messages), n_prompt, profile, messages if self.config.log_prompts else None
-        )
         attempts: list[Attempt] = []
         slots = self._slots()
         names_by_slot = {s: n for n, s in slots.items()}
@@ -297,10 +332,15 @@ class Gateway:
 
     def _book(self, ctx: _Context, name: str, up: Upstream, p: int, c: int, seconds: float) -> float:
         cost = up.cost(p, c)
-        for owner, budget in self._owners(ctx.profile, ctx.key_hash):
-            self.budgets.charge(owner, budget, cost)
+        self._settle(ctx.holds, cost)
         self.metrics.answered(name, p, c, cost, seconds)
         return cost
+
+    def _settle(self, holds: list[tuple[str, Budget, float]], cost: float | None) -> None:
+        """Release the request's budget holds and book its cost, once (later calls find no holds)."""
+        while holds:
+            owner, budget, held = holds.pop()
+            self.budgets.settle(owner, budget, held, cost)
 
     def _finish(
         self, ctx: _Context, rec: DecisionRecord, up: Upstream, answer: dict[str, Any], info: dict[str, Any],
@@ -381,6 +421,7 @@ class Gateway:
     ) -> None:  # fmt: skip
         self._rows.append({
             "event_id": rec.event_id, "created_at": rec.created_at, "key_hash": ctx.key_hash, "upstream": name,
+            "profile": None if ctx.profile is None else ctx.profile.name,
             "outcome": outcome, "prompt_sha256": ctx.prompt_sha256, "prompt_tokens": p, "completion_tokens": c,
             "cost": cost, "latency_s": seconds,
             "prompt": None if ctx.messages is None else json.dumps(ctx.messages, ensure_ascii=False),
@@ -409,6 +450,7 @@ class _Context:
     n_prompt: int
     profile: ProfileConfig | None
     messages: list[dict[str, Any]] | None  # only with log_prompts
+    holds: list[tuple[str, Budget, float]]  # budget held until the answer is booked (emptied then)
 
 
 def _upstream_message(body: Any) -> str:

@@ -9,6 +9,7 @@ endpoint                                   key      does
                                                     the decision and the upstream that answered
 ``POST /v1/gateway/upstreams``             admin    add an upstream (an :class:`UpstreamConfig`)
 ``DELETE /v1/gateway/upstreams/{name}``    admin    retire an upstream
+``GET /v1/gateway/usage``                  client   the caller key's budgets and spend this day / month
 =========================================  =======  =================================================
 
 ``GET /v1/models`` (the service's) also lists the gateway's models in OpenAI's shape. Errors
@@ -79,6 +80,11 @@ def install(app: FastAPI, gateway: Gateway) -> None:
         if isinstance(out, dict):
             return JSONResponse(out, headers=headers)
         return StreamingResponse(out, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+
+    @app.get("/v1/gateway/usage")
+    async def usage(request: Request) -> JSONResponse:
+        key = KeyChecker.key_from_headers(request.headers)
+        return JSONResponse(gateway.usage(None if key is None else hash_key(key)))
 
     @app.post("/v1/gateway/upstreams", status_code=201)
     async def add_upstream(body: UpstreamConfig) -> JSONResponse:

@@ -125,6 +125,7 @@ attempts = sa.Table(
     sa.Column("event_id", sa.BigInteger, sa.ForeignKey("decisions.event_id"), primary_key=True, autoincrement=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("key_hash", sa.String(80), nullable=True),
+    sa.Column("profile", sa.String(100), nullable=True),
     sa.Column("upstream", sa.String(100), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("prompt_sha256", sa.String(80), nullable=False),
@@ -466,9 +467,9 @@ class Storage:
         self.conn.commit()
 
     @_guarded
-    def attempts(self, after_event: int = 0, limit: int = 100_000) -> list[dict[str, Any]]:
-        """Gateway attempts with ``event_id > after_event``, in event order."""
-        stmt = sa.select(attempts).where(attempts.c.event_id > after_event).order_by(attempts.c.event_id).limit(limit)
+    def attempts(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Gateway attempts created at or after ``since`` (a UNIX time), in event order."""
+        stmt = sa.select(attempts).where(attempts.c.created_at >= since).order_by(attempts.c.event_id)
         rows = [dict(r._mapping) for r in self.conn.execute(stmt)]
         self.conn.rollback()
         return rows
