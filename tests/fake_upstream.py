@@ -60,9 +60,9 @@ def make_app() -> Starlette:
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
         if mode == "hang":
             await asyncio.sleep(3600)
-        prompt = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        prompt = next((m.get("content") or "" for m in reversed(body["messages"]) if m["role"] == "user"), "")
         text = answer_text(body["model"], prompt if isinstance(prompt, str) else json.dumps(prompt))
-        pt = sum(tokens(m["content"] if isinstance(m["content"], str) else "") for m in body["messages"])
+        pt = sum(tokens(m.get("content") if isinstance(m.get("content"), str) else "") for m in body["messages"])
         usage = {"prompt_tokens": pt, "completion_tokens": tokens(text), "total_tokens": pt + tokens(text)}
         cid, created = f"chatcmpl-{os.getpid()}-{state['requests']}", int(time.time())
         if not body.get("stream"):

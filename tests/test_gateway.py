@@ -292,6 +292,7 @@ def test_auth_and_bad_input_get_4xx_and_log_nothing(env: dict[str, Any]) -> None
     bad: list[tuple[Any, int]] = [
         ({"model": "router", "messages": []}, 422),
         ({"model": "router", "messages": [{"content": "no role"}]}, 422),
+        ({"model": "router", "messages": [{"role": "user"}]}, 422),
         ({"model": "router", "messages": [{"role": "wizard", "content": "x"}]}, 422),
         ({"model": "router", "messages": [{"role": "user", "content": 42}]}, 422),
         ({"model": "router", "messages": "hello"}, 422),
@@ -421,3 +422,44 @@ def test_upstream_drop_mid_stream_ends_with_an_error_and_missing_usage_is_counte
     assert r.model_extra["banditroute"]["cost"] == pytest.approx((14 + r.usage.completion_tokens) * 0.2 / 1e6)
     time.sleep(0.2)
     assert db_rows(server, "SELECT count(*) FROM gateway_attempts WHERE outcome = 'dropped'") == [(1,)]
+
+
+def test_fuzzed_chat_bodies_never_get_5xx_and_log_only_on_success(env: dict[str, Any]) -> None:
+    """Bounded fuzzing (hypothesis, derandomized, 80 cases) of ``POST /v1/chat/completions`` on the real
+    server: near-valid and adversarial bodies get a status below 500, and decisions are logged only for
+    answers (2xx)."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    server = env["server"]
+    h = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    weird = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
+                      st.text(max_size=30), st.lists(st.integers(), max_size=3))  # fmt: skip
+    content = st.one_of(st.text(max_size=200), st.lists(st.fixed_dictionaries({"type": st.just("text"),
+                        "text": st.text(max_size=50)}), max_size=3), weird)  # fmt: skip
+    message = st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "system", "assistant", "wizard", "", 3])},
+        optional={"content": content, "name": weird},
+    )
+    body = st.fixed_dictionaries(
+        {"model": st.sampled_from(["router", SMALL, "router-ab", "nope", "", 7, None, "router-\x01"]),
+         "messages": st.one_of(st.lists(message, max_size=4), weird)},
+        optional={"stream": st.one_of(st.booleans(), weird), "max_tokens": st.one_of(st.integers(-5, 10**9), weird),
+                  "max_cost": st.one_of(st.floats(min_value=1e-12, max_value=1.0), weird),
+                  "stream_options": st.one_of(st.fixed_dictionaries({"include_usage": weird}), weird),
+                  "temperature": weird},
+    )  # fmt: skip
+
+    @settings(max_examples=80, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(body)
+    def probe(b: dict[str, Any]) -> None:
+        before = db_rows(server, "SELECT count(*) FROM decisions")[0][0]
+        r = httpx.post(server.url + "/v1/chat/completions", json=b, headers=h, timeout=30)
+        assert r.status_code < 500, (b, r.text)
+        after = db_rows(server, "SELECT count(*) FROM decisions")[0][0]
+        assert after == before if r.status_code >= 300 else after > before
+
+    probe()
+    assert "Traceback" not in (env["tmp"] / "gateway.log").read_text()

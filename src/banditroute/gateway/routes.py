@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
 from banditroute.gateway.config import UpstreamConfig
 from banditroute.gateway.core import Gateway, GatewayError
@@ -45,6 +45,12 @@ class TextPart(_Open):
 class Message(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: Annotated[str, Field(max_length=MAX_TEXT)] | list[TextPart] | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> Message:
+        if self.content is None and self.role != "assistant":  # an assistant turn may hold only tool calls
+            raise ValueError("content is required for this role")
+        return self
 
 
 class StreamOptions(_Open):
