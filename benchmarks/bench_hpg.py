@@ -1,6 +1,6 @@
 """HPG throughput and regret: exact mode (dense eigh) against fast mode (factored low-rank store).
 
-Workload: the issue's synthetic low-rank experts at ``M = 8`` — ``LowRankExperts(n_arms=8, dim=d,
+Workload: the synthetic low-rank experts of docs/results/hpg.md at ``M = 8`` — ``LowRankExperts(n_arms=8, dim=d,
 rank=2, queries="clustered", query_noise=0.1)`` — with HPG's default ``η``, ``τ``, ``β`` (``TUNED``).
 Both modes are driven by the same runner (:func:`banditroute.simulate.runner.run_seed`) on the
 same rounds (same seeds): ``act_batch`` on ``B`` contexts with frozen parameters, then
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditroute.envs.base import EnvSpec
+from banditroute.core.types import EnvSpec
 from banditroute.envs.lowrank import LowRankExperts
 from banditroute.policies.hpg import HPG
 from banditroute.simulate.runner import Trace, run_seed

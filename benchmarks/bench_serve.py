@@ -10,8 +10,8 @@ later on the same connections, so the server handles ``2 × rate`` requests/s. T
 answers) measures the most routes/s the server sustains with feedback interleaved.
 
 Latency is measured two ways: by the client (send to last byte, including HTTP and queueing) and
-by the server (``banditroute_route_seconds``: decide + log, embedding excluded — the issue's
-"route decision"; quantiles interpolated within histogram buckets). The load generator is a tiny
+by the server (``banditroute_route_seconds``: decide + log, embedding excluded — the
+"route decision" of docs/benchmarks.md; quantiles interpolated within histogram buckets). The load generator is a tiny
 asyncio HTTP/1.1 keep-alive client (a few tens of µs per request, where httpx costs several
 hundred), so it leaves the server most of the second core. The run is bounded: ``--seconds`` per
 phase, and it stops by itself.

@@ -1,4 +1,4 @@
-"""HPG experiments on synthetic low-rank experts (issue 3): learning, dimension-free, grid, rank check.
+"""HPG experiments on synthetic low-rank experts : learning, dimension-free, grid, rank check.
 
 Setting: ``LowRankExperts(n_arms=4, dim=d, rank=2, queries="clustered", query_noise=σ)``, noise-free
 rewards ``||U_mᵀx||²``, a new problem instance per seed, fully online (act on one query, learn,
@@ -10,7 +10,7 @@ repeat). Metrics (``banditroute.simulate.metrics``), mean and 95 % Student-t int
 Sections (``python -m benchmarks.hpg_experiments SECTION ... [--seeds N] [--T T] [--jobs J]``):
 
 * ``main``: d = 32, σ = 0.1 — HPG (tuned, fast, free, theory), its ablations, log-linear PG,
-  LinUCB, EXP3, uniform; checks the issue's criterion (HPG's final gap ≥ 50 % below log-linear
+  LinUCB, EXP3, uniform; checks the acceptance criterion of docs/results/hpg.md (HPG's final gap ≥ 50 % below log-linear
   PG's and below LinUCB's);
 * ``dimfree``: d ∈ {16, 64, 256} at two noise levels, under two query designs — "norm" keeps the
   noise *norm* fixed (``σ_d = σ₀·sqrt(16/d)``, the same problem at every d) and "coord" keeps the

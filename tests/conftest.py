@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from banditroute.envs.base import EnvSpec
+from banditroute.core.types import EnvSpec
 
 SEED = 20240601
 

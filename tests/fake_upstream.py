@@ -3,7 +3,7 @@
 It answers ``POST /v1/chat/completions`` as the LLM the request names (an LLM of the llmrouter
 table) would in our tests: a deterministic text per (model, prompt) — ``"<model> answers: <words
 of the prompt>"`` padded to a length that depends on the model — with token counts of
-``ceil(characters / 4)`` per message (:func:`banditroute.llm.tables.estimate_tokens`, the counts
+``ceil(characters / 4)`` per message (:func:`banditroute.llm.datasets.estimate_tokens`, the counts
 the table's costs use), so one process can play every upstream. Streams go
 out in chunks of a few characters, usage in a last chunk when asked. ``POST /control`` with
 ``{"mode": ...}`` makes it answer ``"ok"``, ``"429"``, ``"500"``, ``"hang"`` (never answer),

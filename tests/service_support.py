@@ -366,8 +366,7 @@ def check_after_crash(storage_url: str, outcome: dict[str, Any]) -> None:
     offline replay of the whole log from a fresh policy, bit for bit."""
     import sqlalchemy as sa
 
-    from banditroute.core.types import BatchDecision
-    from banditroute.envs.base import EnvSpec
+    from banditroute.core.types import BatchDecision, EnvSpec
     from banditroute.policies.registry import make_policy
     from banditroute.service.storage import decode_state
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
-from banditroute.cli.app import parse_options, parse_value
-from banditroute.cli.main import app, demo_policies, parse_policy_options
+from banditroute.cli.app import parse_options, parse_policy_options, parse_value
+from banditroute.cli.main import app, demo_policies
 from banditroute.core.validation import InputError
 from banditroute.envs.registry import ENV_REGISTRY
 from banditroute.policies.registry import REGISTRY

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from banditroute.cli.main import app
 from banditroute.core.validation import InputError
 from banditroute.envs.reward_table import RewardTable
-from banditroute.experiments.embed_routing import project_contexts, report_markdown, run_embed_routing
 from banditroute.simulate.experiment import PolicyRun
+from banditroute.studies.embed_routing import project_contexts, report_markdown, run_embed_routing
 
 
 @pytest.fixture

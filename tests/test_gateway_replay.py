@@ -1,7 +1,7 @@
 """End-to-end replay: the llmrouter test stream through the gateway with the openai client, feedback from
 the recorded quality, reproduces the offline LLM-routing benchmark for the same policy.
 
-The offline side is the benchmark itself (:mod:`banditroute.llm.experiment`): ``linucb μ=0`` on the
+The offline side is the benchmark itself (:mod:`banditroute.studies.llm_routing`): ``linucb μ=0`` on the
 shared contexts of a 1000-query subsample, seed 0's split. The gateway serves seed 0's stream: its
 Featurizer is the one the benchmark fitted on seed 0's training split (``[gateway] features``), the
 embedder the benchmark's (``minilm-l6-int8``, through the same on-disk cache), one fake upstream
@@ -29,8 +29,7 @@ import openai
 import pytest
 from scipy import stats
 
-from banditroute.core.types import Decision
-from banditroute.envs.base import EnvSpec
+from banditroute.core.types import Decision, EnvSpec
 from banditroute.gateway.features import save_featurizer
 from gateway_support import FakeUpstream
 from service_support import CLIENT_KEY, Server, write_config
@@ -44,10 +43,10 @@ pytestmark = pytest.mark.skipif(not (SHARED / "llmrouter").is_dir(), reason="the
 def test_replay_of_the_llmrouter_stream_reproduces_the_offline_benchmark(tmp_path: Path) -> None:
     from banditroute.data.cache import CachedEmbedder, EmbeddingCache
     from banditroute.data.embedders import make_embedder
-    from banditroute.llm.experiment import LLMBenchConfig, SeedSetup, method_runs, subsample, summarise_run
+    from banditroute.llm.datasets import load_llmrouter
     from banditroute.llm.online import run_online
-    from banditroute.llm.tables import load_llmrouter
     from banditroute.policies.registry import make_policy
+    from banditroute.studies.llm_routing import LLMBenchConfig, SeedSetup, method_runs, subsample, summarise_run
 
     data = subsample(load_llmrouter(SHARED / "llmrouter"), N_QUERIES)
     table = data.to_reward_table(CachedEmbedder(make_embedder("minilm-l6-int8"), EmbeddingCache()))

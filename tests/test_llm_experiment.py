@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from banditroute.cli.main import app
 from banditroute.core.validation import InputError
 from banditroute.envs.reward_table import RewardTable
-from banditroute.llm.experiment import BUDGETED, FAMILIES, LLMBenchConfig, read_rows, run_benchmark
+from banditroute.studies.llm_routing import BUDGETED, FAMILIES, LLMBenchConfig, read_rows, run_benchmark
 from llm_fakes import clustered_problem
 
 CONFIG = LLMBenchConfig(

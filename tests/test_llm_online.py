@@ -11,12 +11,12 @@ from banditroute.core.validation import InputError
 from banditroute.llm.cascade import CascadeRouter
 from banditroute.llm.features import CostModel, Featurizer
 from banditroute.llm.mixllm import MixLLMRouter, QueueSim
-from banditroute.llm.online import STOP, BudgetExceeded, Router, Split, run_online
+from banditroute.llm.online import STOP, BudgetExceeded, OnlineRouter, Split, run_online
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
 from llm_fakes import clustered_problem
 
 
-class Scripted(Router):
+class Scripted(OnlineRouter):
     """Calls the arms of ``plan`` in order, whatever happens (to test the loop's guards)."""
 
     def __init__(self, plan: Sequence[int], max_steps: int = 1) -> None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from banditroute.ope.experiments import run_trials, summarise
-from banditroute.ope.report import synthetic_table
 from banditroute.policies.registry import make_policy
+from banditroute.studies.ope_evaluation import run_trials, summarise, synthetic_table
 
 
 def test_dr_interval_covers_the_truth_in_90_percent_of_100_logs() -> None:

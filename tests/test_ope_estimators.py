@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from scipy.special import ndtri
 
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError
-from banditroute.envs.base import EnvSpec
 from banditroute.envs.lowrank import LowRankExperts
 from banditroute.ope import ESTIMATORS, BanditLog, Moments, OPEAccumulator, collect_log, evaluate, target_probs
 from banditroute.ope.estimators import DEFAULT_SHRINK, DEFAULT_TAU
 from banditroute.ope.reward_model import RidgeRewardModel, cross_fit
 from banditroute.policies.registry import make_policy
-from banditroute.policies.restrict import restricted_probs
 
 M, D = 4, 6
 
@@ -144,34 +143,6 @@ def test_cross_fitted_ridge_learns_a_linear_reward(rng: np.random.Generator) -> 
     assert np.abs(q - truth).mean() < 0.02
     with pytest.raises(InputError, match="not fitted"):
         RidgeRewardModel(M).predict(X)
-
-
-# ---------------------------------------------------------------------- restricted targets
-def test_restriction_is_exact_for_argmax_and_softmax_policies(rng: np.random.Generator) -> None:
-    spec = EnvSpec(M, D)
-    X = rng.normal(size=(50, D))
-    linucb = make_policy("linucb", spec, epsilon=0.2)
-    d = linucb.act_batch(X, rng)
-    linucb.learn_batch(X, d, rng.random(50))
-    allowed = np.array([True, False, True, False])
-    p = restricted_probs(linucb, X, allowed, rng)
-    width = np.sqrt(linucb._variances(linucb._broadcast(X)))
-    scores = linucb._means(linucb._broadcast(X)) + width
-    best = np.where(scores[:, 0] >= scores[:, 2], 0, 2)
-    want = np.zeros((50, M))
-    want[:, [0, 2]] = 0.1
-    want[np.arange(50), best] += 0.8
-    np.testing.assert_allclose(p, want, atol=1e-12)
-
-    hpg = make_policy("hpg", spec)
-    d = hpg.act_batch(X, rng)
-    hpg.learn_batch(X, d, rng.random(50))
-    logits = hpg.logits(hpg._broadcast(X))[:, allowed]
-    sub = np.exp(logits - logits.max(axis=1, keepdims=True))
-    np.testing.assert_allclose(restricted_probs(hpg, X, allowed, rng)[:, allowed], sub / sub.sum(axis=1, keepdims=True))
-
-    fixed = make_policy("fixed", spec, arm=1)  # no mass on the allowed arms: uniform over them
-    np.testing.assert_allclose(restricted_probs(fixed, X, allowed, rng), np.tile([0.5, 0, 0.5, 0], (50, 1)))
 
 
 # ---------------------------------------------------------------------- bad input

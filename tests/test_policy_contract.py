@@ -2,6 +2,8 @@
 
 * decisions carry a valid probability vector the action was drawn from, for shared ``(d,)`` and
   per-arm ``(M, d)`` contexts, one at a time and in batches;
+* restricted to allowed arms, the vector is zero outside them and sums to one; argmax policies
+  maximise over the allowed arms, the others renormalise (checked against slow references);
 * same seed, same run, bit for bit; ``state_dict`` restores a policy exactly, also after a JSON or
   ``np.savez`` round trip;
 * every bad argument to every public entry point raises ``InputError`` and changes nothing.
@@ -18,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from banditroute.core.types import BatchDecision, Decision
+import banditroute.twostage  # noqa: F401  (registers the two-stage policy, so it is covered too)
+from banditroute.core.types import BatchDecision, Decision, EnvSpec
 from banditroute.core.validation import InputError
-from banditroute.envs.base import EnvSpec
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import REGISTRY, make_policy
 
@@ -183,6 +185,90 @@ def test_restored_policy_makes_identical_future_decisions(name: str, transport: 
     assert_same_state(original.state_dict(), restored.state_dict())
 
 
+# ---------------------------------------------------------------------------------------- allowed arms
+def masks(g: np.random.Generator, n: int) -> np.ndarray:
+    """``(n, M)`` random masks with at least one allowed arm per row, every pattern likely."""
+    mask = g.random((n, M)) < 0.5
+    mask[np.arange(n), g.integers(0, M, n)] = True
+    return mask
+
+
+ARGMAX = {"greedy", "egreedy", "linucb"}  # the ridge rules with an exact restriction
+
+
+@pytest.mark.parametrize("per_arm", [False, True], ids=["shared", "per_arm"])
+@pytest.mark.parametrize("name", NAMES)
+def test_restricted_decisions_stay_on_the_allowed_arms(name: str, per_arm: bool) -> None:
+    g = np.random.default_rng(3)
+    for policy in (build(name), trained(name)):
+        before = policy.state_dict()
+        X = contexts(g, 40, per_arm)
+        allowed = masks(g, 40)
+        batch = policy.act_batch(X, g, allowed=allowed)
+        assert_valid_probs(batch.probs, batch.actions)
+        assert np.all(batch.probs[~allowed] == 0) and np.all(allowed[np.arange(40), batch.actions])
+        one = allowed[0]
+        decision = policy.act(X[0], g, allowed=one)
+        assert_valid_probs(decision.probs, np.array(decision.action))
+        assert np.all(decision.probs[~one] == 0) and one[decision.action]
+        shared_mask = policy.act_batch(X, g, allowed=one)  # an (M,) mask applies to every row
+        assert np.all(shared_mask.probs[:, ~one] == 0)
+        assert_same_state(before, policy.state_dict())  # deciding, restricted or not, learns nothing
+        again = policy.act_batch(X, np.random.default_rng(9), allowed=allowed)
+        assert_same_decisions([again], [policy.act_batch(X, np.random.default_rng(9), allowed=allowed)])
+
+
+@pytest.mark.parametrize("per_arm", [False, True], ids=["shared", "per_arm"])
+@pytest.mark.parametrize("name", sorted(set(NAMES) - ARGMAX))
+def test_restriction_renormalises_the_policy_vector(name: str, per_arm: bool) -> None:
+    """The default: the unrestricted vector (same generator state) renormalised over the allowed arms."""
+    policy = trained(name)
+    g = np.random.default_rng(4)
+    X, allowed = contexts(g, 30, per_arm), masks(g, 30)
+    full = policy.act_batch(X, np.random.default_rng(5)).probs
+    restricted = policy.act_batch(X, np.random.default_rng(5), allowed=allowed).probs
+    for i in range(30):
+        kept = np.where(allowed[i], full[i], 0.0)
+        want = kept / kept.sum() if kept.sum() > 0 else allowed[i] / allowed[i].sum()
+        np.testing.assert_allclose(restricted[i], want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("per_arm", [False, True], ids=["shared", "per_arm"])
+@pytest.mark.parametrize("name", sorted(ARGMAX))
+def test_argmax_policies_maximise_over_the_allowed_arms(name: str, per_arm: bool) -> None:
+    """Exactly the policy run on the subset: ties among the allowed maximisers, ε spread over the allowed arms
+    (a never-trained slot with LinUCB's widest bound must not take the mass of the allowed ones)."""
+    policy = make_policy(name, SPEC, epsilon=0.2)
+    g = np.random.default_rng(6)
+    X = contexts(g, 30, per_arm)
+    policy.learn_batch(X, policy.act_batch(X, g, allowed=np.array([True, True, False])), g.random(30))
+    allowed = masks(g, 30)
+    p = policy.act_batch(X, g, allowed=allowed).probs
+    scores = policy.means(X) + (getattr(policy, "alpha", 0.0) * policy.widths(X))
+    for i in range(30):
+        arms = np.flatnonzero(allowed[i])
+        best = arms[scores[i, arms] >= scores[i, arms].max() - 1e-12 * max(1.0, abs(scores[i, arms].max()))]
+        want = np.zeros(M)
+        want[arms] = 0.2 / len(arms)
+        want[best] += 0.8 / len(best)
+        np.testing.assert_allclose(p[i], want, atol=1e-12)
+
+
+def test_softmax_restriction_is_the_softmax_over_the_subset() -> None:
+    spec = EnvSpec(4, D)
+    g = np.random.default_rng(10)
+    X = g.normal(size=(50, D))
+    hpg = make_policy("hpg", spec)
+    hpg.learn_batch(X, hpg.act_batch(X, g), g.random(50))
+    allowed = np.array([True, False, True, False])
+    logits = hpg.logits(np.broadcast_to(X[:, None, :], (50, 4, D)))[:, allowed]
+    sub = np.exp(logits - logits.max(axis=1, keepdims=True))
+    restricted = hpg.act_batch(X, g, allowed=allowed).probs
+    np.testing.assert_allclose(restricted[:, allowed], sub / sub.sum(axis=1, keepdims=True))
+    fixed = make_policy("fixed", spec, arm=1)  # no mass on the allowed arms: uniform over them
+    np.testing.assert_allclose(fixed.act_batch(X, g, allowed=allowed).probs, np.tile([0.5, 0, 0.5, 0], (50, 1)))
+
+
 # ---------------------------------------------------------------------------------------- bad input
 @dataclass
 class Good:
@@ -244,6 +330,15 @@ BAD_CALLS: dict[str, Callable[[Policy, Good], Any]] = {
     "act_batch/nan": lambda p, ok: p.act_batch(_nan_at(ok.X), RNG),
     "act_batch/inf": lambda p, ok: p.act_batch(_nan_at(ok.X, -INF), RNG),
     "act_batch/rng-seed": lambda p, ok: p.act_batch(ok.X, 42),
+    "act/allowed-wrong-length": lambda p, ok: p.act(ok.x, RNG, allowed=np.ones(M + 1, dtype=bool)),
+    "act/allowed-none-allowed": lambda p, ok: p.act(ok.x, RNG, allowed=np.zeros(M, dtype=bool)),
+    "act/allowed-not-boolean": lambda p, ok: p.act(ok.x, RNG, allowed=np.ones(M)),
+    "act/allowed-indices": lambda p, ok: p.act(ok.x, RNG, allowed=[0, 1]),
+    "act_batch/allowed-wrong-rows": lambda p, ok: p.act_batch(ok.X, RNG, allowed=np.ones((5, M), dtype=bool)),
+    "act_batch/allowed-empty-row": lambda p, ok: p.act_batch(
+        ok.X, RNG, allowed=np.array([[True] * M, [False] * M, [True] * M, [True] * M])
+    ),
+    "act_batch/allowed-nan-context": lambda p, ok: p.act_batch(_nan_at(ok.X), RNG, allowed=np.ones(M, dtype=bool)),
     # learn
     "learn/context-wrong-shape": lambda p, ok: p.learn(np.ones(D + 1), ok.decision, 0.5),
     "learn/context-nan": lambda p, ok: p.learn(_nan_at(ok.x), ok.decision, 0.5),

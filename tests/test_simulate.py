@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError
-from banditroute.envs.base import Environment, EnvSpec, Rounds
+from banditroute.envs.base import Environment, Rounds
 from banditroute.envs.registry import ENV_REGISTRY, make_env
 from banditroute.envs.reward_table import RewardTable
 from banditroute.policies.registry import make_policy
@@ -320,3 +322,26 @@ def test_bad_policy_parameters_fail_before_anything_is_written(tmp_path) -> None
     assert not (tmp_path / "run").exists()
     with pytest.raises(InputError, match="unknown option"):
         run_experiment(small_experiment(env_options={"dimm": 3}), tmp_path / "run", progress=False)
+
+
+def test_registry_factories_work_in_processes_that_did_not_register_the_policy(tmp_path: Path) -> None:
+    """``two-stage`` is registered by importing ``banditroute.twostage``; a worker process that never
+    imported it must still build the policy from a pickled factory."""
+    import pickle
+    import subprocess
+    import sys
+
+    import banditroute.twostage  # noqa: F401  (registers two-stage here, in the parent)
+    from banditroute.simulate.runner import registry_factory
+
+    factory_file = tmp_path / "factory.pkl"
+    factory_file.write_bytes(pickle.dumps(registry_factory("two-stage")))
+    child = (
+        "import pickle, sys; from banditroute.core.types import EnvSpec; "
+        "from banditroute.policies.registry import REGISTRY; assert 'two-stage' not in REGISTRY; "
+        f"policy = pickle.loads(open({str(factory_file)!r}, 'rb').read())(EnvSpec(6, 3, per_arm=True)); "
+        "print(policy.name)"
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "two-stage"

@@ -99,10 +99,10 @@ def test_bench_two_stage_runs_the_moe_comparison_on_yeast(tmp_path: Path, monkey
     pytest.importorskip("river")
     from typer.testing import CliRunner
 
-    from banditroute.cli import twostage as cli
     from banditroute.cli.main import app
+    from banditroute.studies import moe_pools
 
-    monkeypatch.setattr(cli, "MOE_VARIATIONS", {"n_features": (5,)})
+    monkeypatch.setattr(moe_pools, "MOE_VARIATIONS", {"n_features": (5,)})
     args = ["bench", "two-stage", "--out", str(tmp_path), "--seeds", "1", "--T", "20", "--arms", "4", "--dims", "3"]
     args += ["--nominators", "1", "--rho", "1.0", "--methods", "ucb", "--real-T", "20", "--real-rho", "1.0"]
     args += ["--real-nominators", "2", "--moe-seeds", "1", "--moe-steps", "4", "--quiet", "--jobs", "1"]

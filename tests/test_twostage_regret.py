@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from banditroute.envs.base import EnvSpec
+from banditroute.core.types import EnvSpec
 from banditroute.envs.linear import LinearBandit
 from banditroute.policies.registry import make_policy
 from banditroute.twostage.regret import DecompositionError, RegretTrace, decompose, run_regret

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from banditroute.cli.main import app
 from banditroute.core.validation import InputError
-from banditroute.twostage.sweep import (
+from banditroute.studies.two_stage import (
     Run,
     grid,
     n_features_for,

@@ -1,6 +1,6 @@
 """Class expressiveness: the best policy of each class, fitted with full information.
 
-The paper's offline claim (spec hpg.md §4–5) is about policy *classes*, not learning: with every
+The paper's offline claim (docs/specs/hpg.md §4–5) is about policy *classes*, not learning: with every
 model's reward known on a training split, how close to the per-query oracle can the best
 log-linear policy get, and how much closer the best log-quadratic one? Both are fitted by
 maximising the expected reward on the train split,

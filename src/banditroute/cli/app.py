@@ -77,3 +77,16 @@ def parse_options(items: Sequence[str], what: str) -> dict[str, Any]:
             raise InputError(f"{what} must look like key=value, got {item!r}")
         out[key.strip()] = parse_value(value.strip())
     return out
+
+
+def parse_policy_options(items: Sequence[str], policies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["name.key=value", ...]`` -> ``{name: {key: value}}`` for names among ``policies``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, dot, rest = item.partition(".")
+        if not dot or "=" not in rest:
+            raise InputError(f"--policy-opt must look like name.key=value, got {item!r}")
+        if name not in policies:
+            raise InputError(f"--policy-opt {item!r} names policy {name!r}, which is not in --policies")
+        out.setdefault(name, {}).update(parse_options([rest], "--policy-opt"))
+    return out

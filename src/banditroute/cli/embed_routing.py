@@ -30,7 +30,7 @@ def embed_routing(
     Writes, per table, the projected-context table, Parquet traces per (order, policy, seed),
     summary.csv and regret.png per order, and report.md with every number and its 95% CI.
     """
-    from banditroute.experiments.embed_routing import report_markdown, run_embed_routing
+    from banditroute.studies.embed_routing import report_markdown, run_embed_routing
 
     with user_errors():
         order_list = [o.strip() for o in orders.split(",") if o.strip()]

@@ -1,6 +1,6 @@
 """``banditroute bench llm-routing``: budgeted LLM routing on a real quality/cost table.
 
-A thin face over :mod:`banditroute.llm.experiment`: load the dataset, embed its queries with a
+A thin face over :mod:`banditroute.studies.llm_routing`: load the dataset, embed its queries with a
 real local embedder (through the embedding cache, so re-runs encode nothing), run every method
 over seeds and budgets, print the operating points and AIQ, and write CSVs and figures.
 """
@@ -59,10 +59,7 @@ def llm_routing(
         from rich.table import Table
 
         from banditroute.core.validation import InputError
-        from banditroute.data.cache import CachedEmbedder, EmbeddingCache
-        from banditroute.data.embedders import make_embedder
-        from banditroute.llm.experiment import FAMILIES, LLMBenchConfig, run_benchmark, subsample
-        from banditroute.llm.tables import load_llm_dataset
+        from banditroute.studies.llm_routing import FAMILIES, LLMBenchConfig, load_routing_table, run_benchmark
 
         fams = tuple(f.strip() for f in families.split(",") if f.strip()) or FAMILIES
         try:
@@ -78,9 +75,9 @@ def llm_routing(
         )
         if budget_list:
             config = replace(config, budgets=budget_list)
-        routing = subsample(load_llm_dataset(data, _resolve_data_dir(data, data_dir)), max_queries)
-        cached = CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=not quiet)
-        table = routing.to_reward_table(cached)
+        routing, table = load_routing_table(
+            data, _resolve_data_dir(data, data_dir), embedder, cache_dir, max_queries=max_queries, progress=not quiet
+        )
         out_dir = out or Path("runs") / f"llm-routing-{data}"
         result = run_benchmark(
             table, routing.input_tokens, routing.cost_known, config, out_dir,

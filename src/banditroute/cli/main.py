@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from banditroute.cli.app import JobsOpt, QuietOpt, app, console, parse_options, user_errors
+from banditroute.cli.app import JobsOpt, QuietOpt, app, console, parse_options, parse_policy_options, user_errors
 from banditroute.core.validation import InputError
 from banditroute.envs.registry import ENV_REGISTRY
 from banditroute.policies.registry import REGISTRY
@@ -26,19 +26,6 @@ BASELINES = ("uniform", "egreedy", "linucb", "lints", "exp3", "loglinear")
 DEMO_ENV: dict[str, Any] = {"n_arms": 4, "dim": 32, "rank": 2, "queries": "clustered", "query_noise": 0.1}
 DEMO_T = 20_000
 DEMO_SEEDS = 4
-
-
-def parse_policy_options(items: Sequence[str], policies: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["name.key=value", ...]`` -> ``{name: {key: value}}`` for names among ``policies``."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        name, dot, rest = item.partition(".")
-        if not dot or "=" not in rest:
-            raise InputError(f"--policy-opt must look like name.key=value, got {item!r}")
-        if name not in policies:
-            raise InputError(f"--policy-opt {item!r} names policy {name!r}, which is not in --policies")
-        out.setdefault(name, {}).update(parse_options([rest], "--policy-opt"))
-    return out
 
 
 def _run(
@@ -200,10 +187,11 @@ def list_envs() -> None:
     console.print(table)
 
 
+import banditroute.twostage  # noqa: E402, F401  (registers the two-stage policy)
+from banditroute.cli import build_table as _build_table  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import embed_routing as _embed_routing  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import init as _init  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import llm as _llm  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import models as _models  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import serve as _serve  # noqa: E402, F401  (registers its commands)
-from banditroute.cli import tables as _tables  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import twostage as _twostage  # noqa: E402, F401  (registers its commands)

@@ -48,6 +48,12 @@ def serve(
 
         overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
         cfg = load_config(config, server=overrides) if overrides else load_config(config)
+        extend = None
+        if cfg.gateway is not None:  # the OpenAI-compatible LLM gateway on this router (docs/gateway.md)
+            from banditroute.gateway.config import gateway_config
+            from banditroute.gateway.routes import extension
+
+            extend = extension(gateway_config(cfg))
         # The learner thread holds the GIL in short bursts; a 1 ms switch interval (default 5 ms)
         # keeps a burst from delaying a routing request by more than that.
         sys.setswitchinterval(0.001)
@@ -61,7 +67,7 @@ def serve(
             raise
         try:
             uvicorn.run(
-                create_app(cfg, router),
+                create_app(cfg, router, extend),
                 host=cfg.server.host,
                 port=cfg.server.port,
                 log_level=log_level,
@@ -119,8 +125,8 @@ def ope(
     """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR, DR-OS) of target policies on the router's log."""
     with user_errors():
         _need_serve()
-        from banditroute.cli.main import parse_policy_options
-        from banditroute.envs.base import EnvSpec
+        from banditroute.cli.app import parse_policy_options
+        from banditroute.core.types import EnvSpec
         from banditroute.ope import ESTIMATORS, evaluate, fit_on_log, target_probs
         from banditroute.policies.registry import REGISTRY, make_policy
 
@@ -195,6 +201,6 @@ def bench_ope(
 ) -> None:
     """Evaluate the evaluators: each estimator's bias, RMSE and interval coverage against known truth."""
     with user_errors():
-        from banditroute.ope.report import run_report
+        from banditroute.studies.ope_evaluation import run_report
 
         run_report(out, n_logs=n_logs, log_size=log_size, seed=seed, console=console)

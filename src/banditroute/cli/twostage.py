@@ -1,14 +1,14 @@
-"""``banditroute bench two-stage``: the two-stage recommender experiments and figures (issue 6).
+"""``banditroute bench two-stage``: parse the grids, run the two-stage studies, print their tables.
 
-Runs the synthetic sweep (relative regret against ``d/s``, nominator/ranker split against ``N``),
-the same on real multi-label data (Yeast from river; AmazonCat-13K for users with its files) and,
-with the ``[torch]`` extra, the Mixture-of-Experts pool-learning comparison. Every finished run is
-a file under ``--out``: an interrupted command resumes where it stopped when run again.
+:mod:`banditroute.studies.two_stage` runs the synthetic sweep (relative regret against ``d/s``,
+nominator/ranker split against ``N``) and the same on real multi-label data (Yeast from river;
+AmazonCat-13K for users with its files); with the ``[torch]`` extra,
+:mod:`banditroute.studies.moe_pools` runs the Mixture-of-Experts pool-learning comparison. Every
+finished run is a file under ``--out``: an interrupted command resumes where it stopped when run again.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,16 +52,10 @@ REGRET_COLUMNS = {
 
 
 def _sweep(runs: list[Any], out: Path, figures: Path, name: str, rho: float, jobs: int, quiet: bool) -> None:
-    from banditroute.twostage.sweep import plot_relative_regret, plot_shares, run_sweep, summarise
+    from banditroute.studies.two_stage import run_study
 
-    results = run_sweep(runs, out / name, n_jobs=jobs, progress=not quiet)
-    summary = summarise(results)
-    summary.to_csv(out / f"{name}_summary.csv", index=False)
+    summary = run_study(runs, out, figures, name, rho, n_jobs=jobs, progress=not quiet)
     T, seeds = runs[0].T, len({r.seed for r in runs})
-    plot_relative_regret(
-        summary, figures / f"twostage_{name}_regret.png", f"{name}: T={T}, {seeds} seeds, mean ± 95% CI"
-    )
-    plot_shares(summary, figures / f"twostage_{name}_shares.png", rho)
     console.print(
         _table(summary, f"{name}: regret relative to a uniformly random agent (T={T}, {seeds} seeds)", REGRET_COLUMNS)
     )
@@ -100,10 +94,11 @@ def two_stage(
 ) -> None:
     """Two-stage recommenders (Hron et al. 2021): Figures 3–4 on synthetic and real data, and MoE pools.
 
-    Defaults take a few minutes on 2 cores; the spec's full grid is e.g. `--arms 10,100,10000 --dims
-    5,10,20,40,80 --nominators 1,2,5,10,20 --noise 0.01,0.1,1.0 --rho 0.2,0.4,0.6,0.8,1.0 --seeds 30`.
+    Defaults take a few minutes on 2 cores; the paper's full grid (docs/specs/two-stage.md) is e.g.
+    `--arms 10,100,10000 --dims 5,10,20,40,80 --nominators 1,2,5,10,20 --noise 0.01,0.1,1.0
+    --rho 0.2,0.4,0.6,0.8,1.0 --seeds 30`.
     """
-    from banditroute.twostage.sweep import grid
+    from banditroute.studies.two_stage import grid
 
     with user_errors():
         out.mkdir(parents=True, exist_ok=True)
@@ -145,137 +140,17 @@ def two_stage(
                 _moe(data, out, figures, moe_seeds, moe_steps, jobs, quiet)
 
 
-MOE_BASE: dict[str, Any] = {"n_experts": 5, "n_features": 10, "embed_dim": 10, "per_item": 500, "sigma2": 1.0}
-# One setting changed at a time around MOE_BASE (the spec's grid is their product; N is capped by the items).
-MOE_VARIATIONS: dict[str, tuple[Any, ...]] = {
-    "n_features": (5, 25, 50, 100),
-    "n_experts": (3, 10),
-    "embed_dim": (5, 50),
-    "per_item": (100, 750),
-    "sigma2": (0.01,),
-}
-
-
-def moe_configs(n_items: int, dim: int, steps: int, seeds: int) -> list[Any]:
-    """The MoE grid: ``MOE_BASE`` and its one-at-a-time variations, for every seed (infeasible ones dropped)."""
-    from banditroute.twostage.moe import MoEConfig
-
-    points = [dict(MOE_BASE)]
-    for key, values in MOE_VARIATIONS.items():
-        points.extend({**MOE_BASE, key: v} for v in values)
-    feasible = [p for p in points if p["n_experts"] <= n_items and p["n_features"] <= dim]
-    return [
-        MoEConfig(**p, steps=steps, finetune_steps=steps // 2, batch_size=512, seed=s)
-        for p in feasible
-        for s in range(seeds)
-    ]
-
-
-def _moe_task(data: str, config: Any, path: Path) -> dict[str, Any]:
-    import torch
-
-    from banditroute.twostage.envs import MultiLabel
-    from banditroute.twostage.moe import compare_pools
-    from banditroute.twostage.sweep import multilabel_table_for
-
-    torch.set_num_threads(1)
-    table = multilabel_table_for(data)
-    full = MultiLabel(table.contexts, table.rewards > 0.5, data, table.arm_names)
-    train, test = full.split(config.test_fraction, seed=config.seed)
-    record = compare_pools(train, test, config)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
-    return record
-
-
 def _moe(data: str, out: Path, figures: Path, seeds: int, steps: int, jobs: int, quiet: bool) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
         console.print("MoE pool learning skipped: it needs PyTorch (pip install 'banditroute[torch]')")
         return
-    from dataclasses import asdict
+    from banditroute.studies.moe_pools import run_study
 
-    import pandas as pd
-
-    from banditroute.simulate.parallel import progress_bar, unordered_map
-    from banditroute.twostage.sweep import multilabel_table_for
-
-    table = multilabel_table_for(data)
-    configs = moe_configs(table.n_arms, table.dim, steps, seeds)
-    moe_dir = out / f"{data}_moe"
-    moe_dir.mkdir(parents=True, exist_ok=True)
-    records, todo = [], []
-    for config in configs:
-        path = moe_dir / ("-".join(f"{k}{v}" for k, v in asdict(config).items()) + ".json")
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            record = None
-        if isinstance(record, dict) and set(record) >= MOE_METRICS:
-            records.append(record)
-        else:  # missing, damaged, or written by an older version: recompute
-            todo.append((data, config, path))
-    with progress_bar(not quiet) as bar:
-        task = bar.add_task(f"{data}: MoE vs random pools", total=len(configs), completed=len(records))
-        for record in unordered_map(_moe_task, todo, jobs):
-            records.append(record)
-            bar.update(task, advance=1)
-    frame = pd.DataFrame(records)
-    frame.to_csv(out / f"{data}_moe_runs.csv", index=False)
-    summary = summarise_moe(frame)
-    summary.to_csv(out / f"{data}_moe_summary.csv", index=False)
-    plot_moe(
-        summary,
-        figures / f"twostage_{data}_moe.png",
-        f"{data}: precision@5 / recall@5 on a held-out 30% ({seeds} seeds)",
-    )
+    summary = run_study(data, out, figures, seeds=seeds, steps=steps, n_jobs=jobs, progress=not quiet)
     names = {"random": "random", "moe": "MoE", "distilled": "distilled", "popular": "popular"}
     columns = {"setting": "setting"} | {
         f"{m}_{k}": f"{names[m]} {k[0].upper()}@5" for m in names for k in ("precision", "recall")
     }
     console.print(_table(summary, f"{data}: learned (MoE) vs random pools, mean over {seeds} seeds", columns))
-
-
-MOE_METRICS = {f"{m}_{k}" for m in ("random", "moe", "distilled", "popular") for k in ("precision", "recall")}
-
-
-def summarise_moe(frame: Any) -> Any:
-    """Mean over seeds of each model's precision@5 and recall@5, per configuration."""
-    keys = ["n_experts", "n_features", "embed_dim", "per_item", "sigma2"]
-    summary = frame.groupby(keys, sort=False)[sorted(MOE_METRICS)].mean().reset_index()
-    summary.insert(
-        0,
-        "setting",
-        [
-            f"N={r.n_experts} s={r.n_features} de={r.embed_dim} c={r.per_item} σ²={r.sigma2:g}"
-            for r in summary.itertuples()
-        ],
-    )
-    return summary
-
-
-def plot_moe(summary: Any, path: Path, title: str) -> None:
-    """Grouped bars: precision@5 and recall@5 of random pools, the MoE and distilled pools per configuration."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(8, 0.9 * len(summary)), 6.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 1, sharex=True)
-    x = np.arange(len(summary))
-    for ax, metric in zip(axes, ("precision", "recall"), strict=True):
-        for j, (model, label) in enumerate(
-            (("random", "random pools"), ("moe", "MoE (gate mixture)"), ("distilled", "distilled hard pools"))
-        ):
-            ax.bar(x + (j - 1) * 0.27, summary[f"{model}_{metric}"], width=0.27, label=label)
-        ax.plot(x, summary[f"popular_{metric}"], "k_", ms=22, mew=2, label="5 most common labels (no model)")
-        low = float(summary[[f"{m}_{metric}" for m in ("random", "moe", "distilled")]].to_numpy().min())
-        ax.set(ylabel=f"{metric}@5", ylim=(max(0.0, low - 0.1), None))
-        ax.grid(alpha=0.3, axis="y")
-    axes[1].set_xticks(x, summary["setting"], rotation=35, ha="right", fontsize="small")
-    axes[0].legend(fontsize="small", ncols=4)
-    fig.suptitle(title)
-    fig.savefig(path, dpi=110)

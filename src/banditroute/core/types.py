@@ -1,4 +1,7 @@
-"""The decision records that flow between a policy, its environment and its learner.
+"""The records that flow between a policy, its environment and its learner.
+
+:class:`EnvSpec` is what a policy is built for (arms, context dimension, reward range); it sits
+here, on the ground floor, because policies, environments and the service all speak it.
 
 Every decision carries the full probability vector it was drawn from, so any decision can be
 logged and later used for off-policy evaluation (inverse propensity weighting needs
@@ -79,3 +82,25 @@ class BatchDecision:
             probs=np.stack([np.asarray(d.probs, dtype=np.float64) for d in decisions]),
             info={k: np.array([d.info[k] for d in decisions]) for k in keys},
         )
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a policy needs to know about an environment to be constructed for it.
+
+    Attributes:
+        n_arms: number of arms ``M``.
+        dim: context dimension ``d``.
+        per_arm: contexts are ``(M, d)`` (one feature row per arm) rather than ``(d,)``.
+        reward_range: bounds of realised rewards, or ``None`` when unbounded.
+        arm_names: display names of the arms (models).
+    """
+
+    n_arms: int
+    dim: int
+    per_arm: bool = False
+    reward_range: tuple[float, float] | None = (0.0, 1.0)
+    arm_names: tuple[str, ...] = ()
+
+    def names(self) -> tuple[str, ...]:
+        return self.arm_names or tuple(f"arm{m}" for m in range(self.n_arms))

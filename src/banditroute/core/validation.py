@@ -58,6 +58,17 @@ def check_contexts(X: Any, n_arms: int, dim: int) -> FloatArray:
     return check_finite(arr, "contexts")
 
 
+def check_allowed(allowed: Any, n: int, n_arms: int) -> np.ndarray:
+    """Allowed arms: ``(M,)`` or ``(n, M)`` booleans with at least one allowed arm per row -> ``(n, M)``."""
+    arr = np.asarray(allowed)
+    if arr.dtype != bool or arr.shape not in ((n_arms,), (n, n_arms)):
+        raise InputError(f"allowed must be a boolean array of shape ({n_arms},) or ({n}, {n_arms})")
+    arr = np.broadcast_to(arr, (n, n_arms))
+    if not np.all(arr.any(axis=1)):
+        raise InputError("at least one arm must be allowed")
+    return arr
+
+
 def check_rewards(r: Any, n: int | None, reward_range: tuple[float, float] | None) -> FloatArray:
     """Rewards must be finite and, when the policy declares a range, inside it."""
     arr = _as_float(r, "reward")

@@ -1,7 +1,7 @@
 """Retrievers: exact dense inner-product search over cached embeddings, and BM25 (bm25s).
 
 Both implement :class:`~banditroute.data.interfaces.Retriever` (``index`` once, then ``search``),
-so a lexical arm and a dense arm are interchangeable routing targets (spec hpg.md §4: each expert
+so a lexical arm and a dense arm are interchangeable routing targets (docs/specs/hpg.md §4: each expert
 is a retrieval model; its reward is the quality of its ranked list).
 
 Ranking is deterministic: rows are sorted by score, best first, and equal scores are ordered by

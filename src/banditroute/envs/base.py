@@ -14,30 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditroute.core.types import FloatArray
+from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_generator, check_int
-
-
-@dataclass(frozen=True)
-class EnvSpec:
-    """What a policy needs to know about an environment to be constructed for it.
-
-    Attributes:
-        n_arms: number of arms ``M``.
-        dim: context dimension ``d``.
-        per_arm: contexts are ``(M, d)`` (one feature row per arm) rather than ``(d,)``.
-        reward_range: bounds of realised rewards, or ``None`` when unbounded.
-        arm_names: display names of the arms (models).
-    """
-
-    n_arms: int
-    dim: int
-    per_arm: bool = False
-    reward_range: tuple[float, float] | None = (0.0, 1.0)
-    arm_names: tuple[str, ...] = ()
-
-    def names(self) -> tuple[str, ...]:
-        return self.arm_names or tuple(f"arm{m}" for m in range(self.n_arms))
 
 
 @dataclass(frozen=True)

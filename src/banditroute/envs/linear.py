@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.core.types import FloatArray
+from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import check_int, check_positive
-from banditroute.envs.base import Environment, EnvSpec, Rounds
+from banditroute.envs.base import Environment, Rounds
 
 
 class LinearBandit(Environment):

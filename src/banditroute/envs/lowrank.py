@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from banditroute.core.types import FloatArray, IntArray
+from banditroute.core.types import EnvSpec, FloatArray, IntArray
 from banditroute.core.validation import (
     InputError,
     check_contexts,
@@ -34,7 +34,7 @@ from banditroute.core.validation import (
     check_int,
     check_positive,
 )
-from banditroute.envs.base import Environment, EnvSpec, Rounds, chunks
+from banditroute.envs.base import Environment, Rounds, chunks
 
 QUERY_MODES = ("isotropic", "clustered", "drift")
 REWARD_NOISES = ("none", "bernoulli", "gaussian")

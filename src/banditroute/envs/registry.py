@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Any
 
+from banditroute.core.registry import Registry, resolve
 from banditroute.core.validation import InputError
 from banditroute.envs.base import Environment
 
@@ -39,19 +39,14 @@ class EnvEntry:
     hidden: tuple[str, ...] = ()
 
     def factory(self) -> Any:
-        return _resolve(self.target)
+        return resolve(self.target)
 
     def options(self) -> dict[str, Any]:
         """Option name -> default (``inspect.Parameter.empty`` when required)."""
         params = _keyword_params(self.factory())
         if self.forwards_to:
-            params.update(_keyword_params(_resolve(self.forwards_to)))
+            params.update(_keyword_params(resolve(self.forwards_to)))
         return {k: v for k, v in params.items() if k not in self.hidden}
-
-
-def _resolve(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(import_module(module), attr)
 
 
 def _keyword_params(fn: Any) -> dict[str, Any]:
@@ -59,33 +54,34 @@ def _keyword_params(fn: Any) -> dict[str, Any]:
     return {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.kind in kinds}
 
 
-ENV_REGISTRY: dict[str, EnvEntry] = {
-    "lowrank": EnvEntry(
-        "banditroute.envs.lowrank:LowRankExperts",
-        "synthetic low-rank experts: expert m's reward is ||U_mᵀx||²; clustered/isotropic/drifting queries",
-    ),
-    "linear": EnvEntry(
-        "banditroute.envs.linear:LinearBandit",
-        "linear bandit: shared θ*, per-arm Gaussian contexts, reward θ*ᵀx_a + Gaussian noise",
-    ),
-    "table": EnvEntry(
-        "banditroute.envs.registry:load_table_env",
-        "replay a saved RewardTable (path=FILE.npz) in iid / shuffle / blocks / periodic order",
-        forwards_to="banditroute.envs.reward_table:RewardTableEnv",
-        hidden=("table",),
-    ),
-}
+ENV_REGISTRY: Registry[EnvEntry] = Registry(
+    "environment",
+    {
+        "lowrank": EnvEntry(
+            "banditroute.envs.lowrank:LowRankExperts",
+            "synthetic low-rank experts: expert m's reward is ||U_mᵀx||²; clustered/isotropic/drifting queries",
+        ),
+        "linear": EnvEntry(
+            "banditroute.envs.linear:LinearBandit",
+            "linear bandit: shared θ*, per-arm Gaussian contexts, reward θ*ᵀx_a + Gaussian noise",
+        ),
+        "table": EnvEntry(
+            "banditroute.envs.registry:load_table_env",
+            "replay a saved RewardTable (path=FILE.npz) in iid / shuffle / blocks / periodic order",
+            forwards_to="banditroute.envs.reward_table:RewardTableEnv",
+            hidden=("table",),
+        ),
+    },
+)
 
 
 def env_names() -> list[str]:
-    return list(ENV_REGISTRY)
+    return ENV_REGISTRY.names()
 
 
 def make_env(name: str, **options: Any) -> Environment:
     """Build the environment registered as ``name`` with keyword ``options``."""
-    if name not in ENV_REGISTRY:
-        raise InputError(f"unknown environment {name!r}; known: {', '.join(ENV_REGISTRY)}")
-    entry = ENV_REGISTRY[name]
+    entry = ENV_REGISTRY.lookup(name)
     known = entry.options()
     unknown = sorted(set(options) - set(known))
     if unknown:

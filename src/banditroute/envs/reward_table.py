@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 from scipy.cluster.vq import kmeans2
 
-from banditroute.core.types import FloatArray, IntArray
+from banditroute.core.types import EnvSpec, FloatArray, IntArray
 from banditroute.core.validation import (
     InputError,
     check_finite,
     check_int,
     check_unit_interval,
 )
-from banditroute.envs.base import Environment, EnvSpec, Rounds, chunks
+from banditroute.envs.base import Environment, Rounds, chunks
 
 FORMAT = "banditroute.RewardTable"
 FORMAT_VERSION = 1

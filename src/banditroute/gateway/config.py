@@ -37,9 +37,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from banditroute.service.config import ComponentConfig, ModelName
+from banditroute.core.validation import InputError
+from banditroute.service.config import ComponentConfig, ModelName, ServiceConfig
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ROUTER_MODEL = "router"
@@ -121,3 +122,14 @@ class GatewayConfig(_Strict):
         if len(set(keys)) != len(keys):
             raise ValueError("one [[gateway.budgets]] entry per key_hash")
         return self
+
+
+def gateway_config(config: ServiceConfig) -> GatewayConfig:
+    """The validated ``[gateway]`` table of a service config (:class:`InputError`, one line, if invalid)."""
+    if config.gateway is None:
+        raise InputError("this config has no [gateway] table")
+    try:
+        return GatewayConfig.model_validate(config.gateway)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(['gateway', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"invalid router config: {problems}") from None

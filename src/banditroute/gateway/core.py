@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +40,8 @@ from banditroute.gateway.config import ROUTER_MODEL, Budget, GatewayConfig, Prof
 from banditroute.gateway.features import RequestFeaturizer, load_featurizer, message_text, prompt_hash, prompt_tokens
 from banditroute.gateway.metrics import GatewayMetrics
 from banditroute.gateway.upstream import Upstream, UpstreamFailed, UpstreamRejected
-from banditroute.llm.tables import estimate_tokens
+from banditroute.llm.datasets import estimate_tokens
+from banditroute.service.app import Serial
 from banditroute.service.components import build_embedder
 from banditroute.service.router import Conflict, NotFound, Router
 from banditroute.service.storage import DecisionRecord, StorageUnavailable
@@ -48,8 +49,6 @@ from banditroute.service.storage import DecisionRecord, StorageUnavailable
 log = logging.getLogger("banditroute.gateway")
 ADDED_UPSTREAMS = "gateway.added_upstreams"  # meta key: upstreams added at run time (JSON list of configs)
 FLUSH_S = 0.05  # attempt rows are written in groups at this interval
-
-Serial = Callable[..., Awaitable[Any]]
 
 
 class GatewayError(Exception):

@@ -6,7 +6,7 @@ features`` names a fitted :class:`~banditroute.llm.features.Featurizer` (:func:`
 reduced to the benchmark's contexts (unit PCA projection, cluster one-hot, bias) — so a policy
 trained offline on the benchmark's table sees the same vectors online. Embeddings are cached by
 text in an LRU of ``embed_cache`` entries (repeated prompts cost nothing). :func:`prompt_tokens`
-counts tokens locally (``ceil(characters / 4)``, :func:`banditroute.llm.tables.estimate_tokens`)
+counts tokens locally (``ceil(characters / 4)``, :func:`banditroute.llm.datasets.estimate_tokens`)
 for cost bounds and for upstreams that omit usage.
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder
+from banditroute.llm.datasets import estimate_tokens
 from banditroute.llm.features import Featurizer
-from banditroute.llm.tables import estimate_tokens
 
 
 def save_featurizer(featurizer: Featurizer, path: str | os.PathLike[str]) -> None:

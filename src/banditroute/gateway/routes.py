@@ -12,7 +12,8 @@ endpoint                                   key      does
 ``GET /v1/gateway/usage``                  client   the caller key's budgets and spend this day / month
 =========================================  =======  =================================================
 
-``GET /v1/models`` (the service's) also lists the gateway's models in OpenAI's shape. Errors
+``GET /v1/models`` answers in OpenAI's shape (``data``: ``router``, the profiles, the active
+upstreams) and also with the service's model records (``models``). Errors
 of the chat endpoint are OpenAI-shaped, ``{"error": {"message", "type", "code"}}``; invalid
 bodies get the service's 422 (nothing logged).
 """
@@ -25,9 +26,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
-from banditroute.gateway.config import UpstreamConfig
+from banditroute.gateway.config import GatewayConfig, UpstreamConfig
 from banditroute.gateway.core import Gateway, GatewayError
+from banditroute.service.app import Extend, Serial
 from banditroute.service.auth import KeyChecker, hash_key
+from banditroute.service.router import Router
 
 MAX_MESSAGES = 4096
 MAX_TEXT = 1_000_000
@@ -73,7 +76,23 @@ def error_response(exc: GatewayError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status)
 
 
-def install(app: FastAPI, gateway: Gateway) -> None:
+def extension(config: GatewayConfig) -> Extend:
+    """The installer :func:`banditroute.service.app.create_app` takes: a :class:`Gateway` on the router,
+    its endpoints added to the app (``banditroute serve`` passes it when the config has ``[gateway]``)."""
+
+    def extend(app: FastAPI, router: Router, serial: Serial) -> Gateway:
+        gateway = Gateway(config, router, serial)
+        install(app, gateway, router)
+        return gateway
+
+    return extend
+
+
+def install(app: FastAPI, gateway: Gateway, router: Router) -> None:
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:  # registered before the service's own, so it answers
+        return JSONResponse({"object": "list", "data": gateway.models(), "models": router.list_models()})
+
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         return error_response(exc)

@@ -2,7 +2,8 @@
 
 Each query is an interaction of up to ``H`` steps: pick an LLM, observe binary satisfaction
 (quality ≥ ``success``), stop on success, otherwise pick again. On a static quality table the
-evolving context is (spec, [ours]) ``x_h = (e, h/H, one-hot of the LLMs that already failed)``
+evolving context is (docs/specs/llm-routing.md, multi-step; [ours])
+``x_h = (e, h/H, one-hot of the LLMs that already failed)``
 with ``e`` the shared :class:`~banditroute.llm.features.Featurizer` contexts, and an LLM is
 never called twice for one query. One disjoint LinUCB (a registry policy's maths, via
 :func:`~banditroute.llm.routers.ucb_scores`) scores every step; it learns from every call.
@@ -33,7 +34,7 @@ from banditroute.core.types import Decision, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive, check_unit_interval
 from banditroute.llm.features import Featurizer
 from banditroute.llm.knapsack import best_subset
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import ucb_scores, warm_start
 from banditroute.policies.ridge import LinUCB
 
@@ -41,7 +42,7 @@ MODES = ("greedy", "budget", "knapsack")
 COST_FLOOR = 1e-12
 
 
-class CascadeRouter(Router):
+class CascadeRouter(OnlineRouter):
     """Greedy multi-step LinUCB with optional budget-aware or knapsack planning (module docstring).
 
     Args:

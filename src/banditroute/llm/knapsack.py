@@ -1,7 +1,7 @@
 """Budgets: the online multiple-choice knapsack threshold (PILOT's budget policy) and a 0/1 knapsack.
 
 **Online multiple-choice knapsack** (Zhou, Chakrabarty & Lukose 2008; PILOT, Panda et al. 2025,
-spec §PILOT.3). Each query offers one item per LLM — value ``v_l`` (predicted quality), weight
+docs/specs/llm-routing.md, PILOT step 3). Each query offers one item per LLM — value ``v_l`` (predicted quality), weight
 ``ĉ_l`` (cost) — and at most one is taken. With ``z`` the fraction of the current bin's budget
 already spent, an LLM is *eligible* iff
 

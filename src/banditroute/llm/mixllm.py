@@ -1,4 +1,4 @@
-"""A MixLLM-style meta decision maker (Wang et al. 2025, arXiv 2502.18482; spec §MixLLM).
+"""A MixLLM-style meta decision maker (Wang et al. 2025, arXiv 2502.18482; docs/specs/llm-routing.md, MixLLM).
 
 For query embedding ``e`` (here the shared :class:`~banditroute.llm.features.Featurizer`
 contexts; the paper fine-tunes BERT, which is out of scope) the score of LLM ``l`` is
@@ -46,7 +46,7 @@ from banditroute.core.types import Decision, FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int, check_positive, check_unit_interval
 from banditroute.llm.features import Featurizer
 from banditroute.llm.knapsack import ABSTAIN, DualPacer, KnapsackPacer, ratio_bounds
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import reference_cost, ucb_scores, warm_start
 from banditroute.policies.loglinear import LogLinearPG
 from banditroute.policies.ridge import LinUCB
@@ -81,7 +81,7 @@ class QueueSim:
         self.wait = np.maximum(self.wait - self.interval, 0.0)
 
 
-class MixLLMRouter(Router):
+class MixLLMRouter(OnlineRouter):
     """MixLLM's meta decision maker (module docstring).
 
     Args:

@@ -1,6 +1,6 @@
 """The online routing loop every LLM router runs in: one query at a time, bandit feedback, a budget.
 
-A :class:`Router` sees a query, picks an LLM (``decide``), is told only that LLM's quality and
+A :class:`OnlineRouter` sees a query, picks an LLM (``decide``), is told only that LLM's quality and
 cost (``observe``) and may pick again (a cascade) up to ``max_steps`` times per query, or stop.
 The loop — not the router — enforces three invariants, so no router can break them:
 
@@ -68,7 +68,7 @@ class Split:
         return int(self.quality.shape[1])
 
 
-class Router(ABC):
+class OnlineRouter(ABC):
     """A routing method; built fresh for each run from a training split, then :meth:`start` ed once."""
 
     name: str = "router"
@@ -117,7 +117,9 @@ class RunRecord:
         return float(self.cost.sum())
 
 
-def run_online(router: Router, stream: Split, rng: np.random.Generator, *, budget: float | None = None) -> RunRecord:
+def run_online(
+    router: OnlineRouter, stream: Split, rng: np.random.Generator, *, budget: float | None = None
+) -> RunRecord:
     """Serve every query of ``stream`` in order with ``router`` (module docstring)."""
     if budget is not None and not (np.isfinite(budget) and budget > 0):
         raise InputError(f"budget must be a positive number or None, got {budget!r}")

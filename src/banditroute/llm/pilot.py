@@ -1,6 +1,6 @@
 """PILOT (Panda et al. 2025, arXiv 2508.21141): a preference prior, LinUCB on top, a knapsack budget.
 
-Spec §PILOT, step by step:
+docs/specs/llm-routing.md (PILOT), step by step:
 
 1. **Query projection** ``ψ(q) = W φ(q) + b`` (``φ`` = the frozen embedding), learned with a cosine
    triplet loss ``max(0, m − cos(ψ_a, ψ_p) + cos(ψ_a, ψ_n))``: anchor ``a`` and positive ``p`` are
@@ -34,7 +34,7 @@ from banditroute.core.types import Decision, FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_positive
 from banditroute.llm.features import unit_rows
 from banditroute.llm.knapsack import ABSTAIN, KnapsackPacer, ratio_bounds
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.llm.routers import ucb_scores
 from banditroute.policies.ridge import LinUCB
 
@@ -265,7 +265,8 @@ def fit_preference_prior(
 
 # ---------------------------------------------------------------------------------------------- online
 class PriorLinUCB(LinUCB):
-    """LinUCB whose models start at a prior: ``A_a = λ_a I``, ``b_a = λ_a θ_a^prior`` (spec §PILOT.2).
+    """LinUCB whose models start at a prior: ``A_a = λ_a I``, ``b_a = λ_a θ_a^prior`` (docs/specs/llm-routing.md,
+    PILOT step 2).
 
     Args:
         prior: ``(M, d)`` prior parameter vectors ``θ_a^prior``.
@@ -292,7 +293,7 @@ class PriorLinUCB(LinUCB):
         self.theta = prior_arr.copy()
 
 
-class PilotRouter(Router):
+class PilotRouter(OnlineRouter):
     """PILOT: the preference prior, LinUCB initialised from it, and the knapsack budget (module docstring).
 
     Args:

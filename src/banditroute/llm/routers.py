@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.core.types import BatchDecision, Decision, FloatArray
+from banditroute.core.types import BatchDecision, Decision, EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive
-from banditroute.envs.base import EnvSpec
 from banditroute.llm.features import Featurizer
-from banditroute.llm.online import STOP, Router, Split
+from banditroute.llm.online import STOP, OnlineRouter, Split
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
 from banditroute.policies.ridge import RidgePolicy
@@ -33,8 +32,8 @@ WARM_START_CHUNK = 256
 def ucb_scores(policy: RidgePolicy, x: FloatArray) -> tuple[FloatArray, FloatArray]:
     """``(θ_aᵀx, sqrt(xᵀA_a⁻¹x))`` for every arm at context ``x`` (shape ``(d,)``): the ridge mean
     and confidence width LinUCB combines, from the policy's own score functions."""
-    X = policy._broadcast(np.asarray(x, dtype=np.float64)[None])
-    return policy._means(X)[0], np.sqrt(np.maximum(policy._variances(X)[0], 0.0))
+    X = np.asarray(x, dtype=np.float64)[None]
+    return policy.means(X)[0], policy.widths(X)[0]
 
 
 def warm_start(policy: Policy, X: FloatArray, rewards: FloatArray) -> None:
@@ -58,7 +57,7 @@ def reference_cost(train: Split) -> float:
     return float(train.cost.mean(axis=0).max())
 
 
-class PolicyRouter(Router):
+class PolicyRouter(OnlineRouter):
     """A registry policy on the shared contexts, optionally with a cost-penalised reward (module docstring).
 
     Args:
@@ -112,7 +111,7 @@ def fixed_router(arm: int, arm_name: str, featurizer: Featurizer) -> PolicyRoute
     return PolicyRouter("fixed", featurizer, params={"arm": check_int(arm, "arm", minimum=0)}, name=arm_name)
 
 
-class OracleRouter(Router):
+class OracleRouter(OnlineRouter):
     """The best LLM for each query in hindsight (cheapest among ties); reads hidden quality — a reference."""
 
     name = "oracle"

@@ -3,8 +3,8 @@
 ``log`` (logged decisions with full probability vectors), ``estimators`` (IPS, SNIPS, DM, DR,
 switch-DR, DR-OS as per-sample terms), ``reward_model`` (cross-fitted ridge ``q̂``), ``stream``
 (additive sufficient statistics, normal / Poisson-bootstrap / Euclidean-likelihood intervals),
-``targets`` (a policy's probabilities on a log) and ``experiments`` (evaluate the evaluators on
-reward tables with known truth).
+and ``targets`` (a policy's probabilities on a log). Evaluating the evaluators on reward tables
+with known truth is a study: :mod:`banditroute.studies.ope_evaluation`.
 """
 
 from banditroute.ope.estimators import ESTIMATORS

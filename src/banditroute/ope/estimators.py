@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from banditroute.core.registry import Registry
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_positive
 
@@ -100,14 +101,17 @@ def _dr_os(inp: Inputs, lam: float) -> FloatArray:
     return base + lam * w / (w * w + lam) * resid
 
 
-ESTIMATORS: dict[str, EstimatorSpec] = {
-    "ips": EstimatorSpec(_ips),
-    "snips": EstimatorSpec(_ips, ratio=True),
-    "dm": EstimatorSpec(_dm, needs_model=True),
-    "dr": EstimatorSpec(_dr, needs_model=True),
-    "switch-dr": EstimatorSpec(_switch_dr, needs_model=True, default_param=DEFAULT_TAU),
-    "dr-os": EstimatorSpec(_dr_os, needs_model=True, default_param=DEFAULT_SHRINK),
-}
+ESTIMATORS: Registry[EstimatorSpec] = Registry(
+    "estimator",
+    {
+        "ips": EstimatorSpec(_ips),
+        "snips": EstimatorSpec(_ips, ratio=True),
+        "dm": EstimatorSpec(_dm, needs_model=True),
+        "dr": EstimatorSpec(_dr, needs_model=True),
+        "switch-dr": EstimatorSpec(_switch_dr, needs_model=True, default_param=DEFAULT_TAU),
+        "dr-os": EstimatorSpec(_dr_os, needs_model=True, default_param=DEFAULT_SHRINK),
+    },
+)
 
 
 def check_estimators(names: object) -> tuple[str, ...]:

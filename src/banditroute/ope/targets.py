@@ -2,7 +2,7 @@
 
 A target is any :class:`~banditroute.policies.base.Policy`, evaluated *frozen* (its parameters do
 not change while it is evaluated): its probability vectors on the logged contexts, restricted to
-the arms that were allowed at each logged decision (:mod:`banditroute.policies.restrict`).
+the arms that were allowed at each logged decision (``Policy.act_batch(..., allowed=...)``).
 Learning policies are made targets by training them first — on-policy on another slice of a
 reward table, or on an earlier part of the log with :func:`fit_on_log`.
 """
@@ -12,19 +12,17 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.core.types import BatchDecision, FloatArray
-from banditroute.core.validation import InputError, check_generator
+from banditroute.core.validation import InputError
 from banditroute.ope.log import BanditLog
 from banditroute.policies.base import Policy
-from banditroute.policies.restrict import restricted_probs
 
 
 def target_probs(policy: Policy, log: BanditLog, rng: np.random.Generator) -> FloatArray:
     """``(n, M)`` probabilities of ``policy`` on the log's contexts (restricted to the allowed arms)."""
-    check_generator(rng)
     if (policy.n_arms, policy.dim) != (log.n_arms, log.dim):
         raise InputError(f"policy is for {policy.n_arms} arms, d={policy.dim}; the log has {log.n_arms}, d={log.dim}")
     allowed = np.ones(log.n_arms, dtype=bool) if log.allowed is None else log.allowed
-    return restricted_probs(policy, log.contexts, allowed, rng)
+    return policy.act_batch(log.contexts, rng, allowed=allowed).probs
 
 
 def fit_on_log(policy: Policy, log: BanditLog, *, batch_size: int = 256) -> Policy:

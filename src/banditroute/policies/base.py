@@ -5,6 +5,15 @@ A policy never reads files, clocks or global random state. ``act`` draws with th
 vector, and ``learn`` consumes that decision. The public methods validate every argument before
 calling the subclass hooks, so a rejected call leaves the policy unchanged.
 
+Allowed arms are part of the call: ``act_batch(X, rng, allowed=mask)`` decides among the arms
+``mask`` allows (candidate subsets, models added or retired at run time, a logged decision's
+choices in off-policy evaluation). The decision's vector is zero outside ``mask`` and is what the
+action is drawn from, so it is the right propensity to log and to learn from. By default it is the
+policy's vector renormalised over the allowed arms (for a softmax this *is* the softmax over the
+subset; a row with no mass on them becomes uniform over them); argmax policies override
+:meth:`Policy._restricted_probs` to take the maximum over the allowed arms only (see
+``policies/ridge.py``).
+
 Batch semantics: ``act_batch`` decides ``n`` contexts with the *current* parameters (as a
 service does between updates); ``learn_batch`` applies the same update as ``n`` sequential
 ``learn`` calls in row order, vectorised where the maths allows.
@@ -21,10 +30,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from banditroute.core.sampling import sample_categorical
 from banditroute.core.types import BatchDecision, Decision, FloatArray, IntArray
 from banditroute.core.validation import (
     InputError,
     check_actions,
+    check_allowed,
     check_context,
     check_contexts,
     check_generator,
@@ -57,16 +68,16 @@ class Policy(ABC):
         self.config: dict[str, Any] = {"n_arms": self.n_arms, "dim": self.dim, "reward_range": reward_range}
 
     # ------------------------------------------------------------------ public, validated API
-    def act(self, x: Any, rng: np.random.Generator) -> Decision:
-        """Choose an arm for context ``x``; the decision holds the distribution it was drawn from."""
-        X = self._broadcast(check_context(x, self.n_arms, self.dim)[None])
-        batch = self._act_batch(X, check_generator(rng))
-        return batch[0]
+    def act(self, x: Any, rng: np.random.Generator, *, allowed: Any = None) -> Decision:
+        """Choose an arm for context ``x`` (among ``allowed``, an ``(M,)`` boolean mask, if given);
+        the decision holds the distribution it was drawn from."""
+        X = check_context(x, self.n_arms, self.dim)[None]
+        return self._decide(X, check_generator(rng), allowed)[0]
 
-    def act_batch(self, X: Any, rng: np.random.Generator) -> BatchDecision:
-        """Decide ``n`` contexts at once with the current parameters."""
-        Xb = self._broadcast(check_contexts(X, self.n_arms, self.dim))
-        return self._act_batch(Xb, check_generator(rng))
+    def act_batch(self, X: Any, rng: np.random.Generator, *, allowed: Any = None) -> BatchDecision:
+        """Decide ``n`` contexts at once with the current parameters, among the arms ``allowed``
+        (``(M,)`` or ``(n, M)`` booleans; ``None``: every arm)."""
+        return self._decide(check_contexts(X, self.n_arms, self.dim), check_generator(rng), allowed)
 
     def learn(self, x: Any, decision: Decision, reward: Any) -> None:
         """Update from the reward of the arm chosen in ``decision`` (bandit feedback)."""
@@ -132,6 +143,15 @@ class Policy(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
 
+    def _decide(self, X: FloatArray, rng: np.random.Generator, allowed: Any) -> BatchDecision:
+        """``act``/``act_batch`` on validated contexts ``(n, d)`` or ``(n, M, d)``."""
+        Xb = self._broadcast(X)
+        if allowed is None:
+            return self._act_batch(Xb, rng)
+        mask = check_allowed(allowed, Xb.shape[0], self.n_arms)
+        probs = self._restricted_probs(Xb, mask, rng)
+        return BatchDecision(actions=sample_categorical(probs, rng), probs=probs)
+
     # ------------------------------------------------------------------ subclass hooks
     @abstractmethod
     def _act_batch(self, X: FloatArray, rng: np.random.Generator) -> BatchDecision:
@@ -150,6 +170,21 @@ class Policy(ABC):
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         """Install validated copies of the arrays from ``_get_state``."""
+
+    def _restricted_probs(self, X: FloatArray, mask: np.ndarray, rng: np.random.Generator) -> FloatArray:
+        """``(n, M)`` distribution over the allowed arms (``mask``, ``(n, M)``, at least one per row).
+
+        Default: the policy's own vector renormalised over ``mask``; a row with no mass there becomes
+        uniform over it. For EXP3's γ-mixture or LinTS's win probabilities this is a valid
+        distribution, not the algorithm re-derived on the subset.
+        """
+        probs = self._act_batch(X, rng).probs * mask
+        mass = probs.sum(axis=1, keepdims=True)
+        empty = mass[:, 0] <= 0
+        probs[empty] = mask[empty]
+        mass[empty] = mask[empty].sum(axis=1, keepdims=True)
+        out: FloatArray = probs / mass
+        return out
 
     def _check_info(self, info: Mapping[str, Any], n: int, *, batched: bool) -> dict[str, Any]:
         """Validate the info a decision carries back; default: nothing is needed."""

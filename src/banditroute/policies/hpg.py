@@ -1,11 +1,11 @@
 """HPG — Hypentropy Policy Gradient: log-quadratic routing learned by online mirror descent.
 
 The policy (Dai, Golrezaei & Jaillet 2026, "Policy Regret for Embedding Model Routing"; the
-parameterisation is ours, see ``shared/spec/hpg.md``) is
+parameterisation is ours, see docs/specs/hpg.md) is
 
     π_Θ(m | x) = softmax_m(x̃_mᵀ Θ_m x̃_m),   x̃ = (x, 1),   Θ_m symmetric (D×D, D = d + 1).
 
-One round of learning (spec §3), with ``π`` the decision's probability vector (the distribution
+One round of learning (docs/specs/hpg.md §3), with ``π`` the decision's probability vector (the distribution
 the action ``a`` was really drawn from) and ``b`` the baseline:
 
 1. REINFORCE gradient of ``V(Θ) = Σ_m π_Θ(m|x) r(m)``: ``Ĝ_m = (r − b)(1[m = a] − π(m)) x̃_m x̃_mᵀ``
@@ -37,7 +37,7 @@ the policy soft; ``β·η`` is the initial (Euclidean) primal step and small ``�
 multiplicative. Defaults (``τ = 100`` and ``TUNED``) are checked by the grid in
 ``benchmarks/hpg_experiments.py`` (``docs/results/hpg.md``: β and η < 3 hardly matter near them;
 an inactive ball, ``τ >= 300``, gives a 3.5× lower final gap on low-rank experts, but ``τ = 100`` is
-kept as the issue's calibration and so that the constraint binds). :class:`TheoryHPG` uses the
+kept as the calibration of docs/results/hpg.md and so that the constraint binds). :class:`TheoryHPG` uses the
 theory-style choice of :func:`theory_hyperparameters`; :class:`ParameterFreeHPG` sets all three itself.
 """
 
@@ -60,7 +60,7 @@ MODES = ("exact", "fast")
 REGULARIZERS = ("hypentropy", "euclidean")
 FEATURES = ("quadratic", "linear")
 PROJECTION_RTOL = 1e-12  # relative slack before the projection acts (rounding; see HPG._project)
-# Defaults per regulariser (with tau=100): the issue's calibration on low-rank experts (d=32, M=4, s=2),
+# Defaults per regulariser (with tau=100): the calibration of docs/results/hpg.md on low-rank experts (d=32, M=4, s=2),
 # checked against the one-at-a-time grid of benchmarks/hpg_experiments.py.
 TUNED: dict[str, dict[str, float]] = {
     "hypentropy": {"eta": 1.0, "beta": 0.01},
@@ -268,7 +268,7 @@ def _choice(value: Any, name: str, options: tuple[Any, ...]) -> Any:
 
 
 def theory_hyperparameters(n_arms: int, dim: int, tau: float, horizon: int) -> dict[str, float]:
-    """Theory-style ``β ≈ τ/(dM)`` and ``η = sqrt(log(1 + τ/β)/(τT))`` (spec §3, [ours]).
+    """Theory-style ``β ≈ τ/(dM)`` and ``η = sqrt(log(1 + τ/β)/(τT))`` (docs/specs/hpg.md §3, [ours]).
 
     ``log(1 + τ/β)`` is the hypentropy's diameter over the ball divided by ``τ``; these are
     conservative (worst-case) values and learn far more slowly than ``TUNED`` on benign data.

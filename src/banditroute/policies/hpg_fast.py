@@ -8,7 +8,7 @@ store keeps, per model,
 
     Y_m = V_m diag(μ_m) V_mᵀ,     V_m ∈ R^{D×r_m} orthonormal columns,  |μ_{m,1}| ≥ |μ_{m,2}| ≥ …,
 
-and reads everything off it: ``Θ_m = V_m diag(β sinh μ_m) V_mᵀ`` (spec §3; the capped
+and reads everything off it: ``Θ_m = V_m diag(β sinh μ_m) V_mᵀ`` (docs/specs/hpg.md §3; the capped
 :func:`~banditroute.policies.hypentropy.primal_eigenvalues`), logits ``Σ_i λ_{m,i} (v_{m,i}ᵀx̃)²`` in
 ``O(D r)`` per model (one ``(n, D) @ (D, r)`` product per model for a batch of contexts), nuclear
 norms ``Σ_i β sinh|μ_{m,i}|`` and the soft-threshold, which changes ``μ`` only and drops the pairs
@@ -32,8 +32,8 @@ store equals the dense reference up to rounding (tests/test_hpg_fast.py checks 1
 ``ExactDualStore``).
 
 **Batched learning** [ours]: ``add_rank_one`` only records ``(c, x̃)``; the recorded terms are folded
-in with one eigen-update every ``batch`` calls (the issue's "eigenpairs refreshed every B
-rounds"). Between refreshes ``logits``, ``dual_eigenvalues`` and ``nuclear_norms`` describe the
+in with one eigen-update every ``batch`` calls (docs/specs/hpg.md §3: eigenpairs refreshed every B
+rounds). Between refreshes ``logits``, ``dual_eigenvalues`` and ``nuclear_norms`` describe the
 dual as of the last refresh, and ``soft_threshold`` acts on that refresh's eigenpairs. HPG checks
 the nuclear norm after every update, so it projects exactly at refreshes. The dual still receives
 every gradient term, in order; the algorithm changes only in that (1) the projection is applied

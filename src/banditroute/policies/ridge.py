@@ -17,6 +17,15 @@ They differ only in how scores become a distribution:
   ``n_prob_samples`` draws of the *score* vector (an M-dim Gaussian, so no d×d Cholesky is
   ever needed), and the action is drawn from exactly that vector, so logged propensities are
   the true ones of the behaviour.
+
+Restricted to a set of allowed arms (``act_batch(..., allowed=mask)``), greedy and LinUCB take the
+maximisers over the allowed arms' scores and spread ε uniformly over the allowed arms: exactly the
+policy run on the subset. (A slot that was never trained has LinUCB's widest confidence bound;
+renormalising the full argmax would leave nothing for the allowed arms.) LinTS renormalises its
+win probabilities, the contract's default.
+
+:meth:`RidgePolicy.means` and :meth:`RidgePolicy.widths` are the public scores (ridge mean and
+confidence width per arm) for routers built on these statistics (``llm/``).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import numpy as np
 from banditroute.core.linalg import sherman_morrison_, woodbury_
 from banditroute.core.sampling import argmax_uniform, mix_uniform, sample_categorical
 from banditroute.core.types import BatchDecision, FloatArray, IntArray
-from banditroute.core.validation import check_int, check_positive, check_unit_interval
+from banditroute.core.validation import check_contexts, check_int, check_positive, check_unit_interval
 from banditroute.policies.base import Policy
 
 
@@ -71,6 +80,16 @@ class RidgePolicy(Policy):
         self.counts = np.zeros(n_arms, dtype=np.int64)
 
     # -------------------------------------------------------------- scores
+    def means(self, X: Any) -> FloatArray:
+        """Ridge means ``θ_{k(a)}ᵀ x_a``, shape ``(n, M)``, for contexts ``(n, d)`` or ``(n, M, d)``."""
+        return self._means(self._broadcast(check_contexts(X, self.n_arms, self.dim)))
+
+    def widths(self, X: Any) -> FloatArray:
+        """Confidence widths ``sqrt(x_aᵀ A_{k(a)}^{-1} x_a)``, shape ``(n, M)``, for the same contexts."""
+        variances = self._variances(self._broadcast(check_contexts(X, self.n_arms, self.dim)))
+        out: FloatArray = np.sqrt(np.maximum(variances, 0.0))
+        return out
+
     def _model_of_arm(self) -> IntArray:
         return np.zeros(self.n_arms, dtype=np.int64) if self.shared else np.arange(self.n_arms)
 
@@ -101,12 +120,23 @@ class RidgePolicy(Policy):
             return np.einsum("mnd,nd->nm", X0 @ self.A_inv, X0)  # (M, n, d): one matmul per arm
         return np.einsum("mnd,nmd->nm", X.transpose(1, 0, 2) @ self.A_inv, X)
 
+    def _scores(self, X: FloatArray) -> FloatArray:
+        """What the greedy rule maximises, ``(n, M)``: the ridge means."""
+        return self._means(X)
+
     def _probs(self, X: FloatArray, rng: np.random.Generator) -> FloatArray:
-        return mix_uniform(argmax_uniform(self._means(X)), self.epsilon)
+        return mix_uniform(argmax_uniform(self._scores(X)), self.epsilon)
 
     def _act_batch(self, X: FloatArray, rng: np.random.Generator) -> BatchDecision:
         probs = self._probs(X, rng)
         return BatchDecision(actions=sample_categorical(probs, rng), probs=probs)
+
+    def _restricted_probs(self, X: FloatArray, mask: np.ndarray, rng: np.random.Generator) -> FloatArray:
+        """Maximisers over the allowed arms, ε spread uniformly over them (module docstring)."""
+        greedy = argmax_uniform(np.where(mask, self._scores(X), -np.inf))
+        uniform = mask / mask.sum(axis=1, keepdims=True)
+        out: FloatArray = (1.0 - self.epsilon) * greedy + self.epsilon * uniform
+        return out
 
     # -------------------------------------------------------------- learning
     def _learn_batch(
@@ -157,9 +187,11 @@ class LinUCB(RidgePolicy):
         self.alpha = check_positive(alpha, "alpha", allow_zero=True)
         self.config["alpha"] = self.alpha
 
-    def _probs(self, X: FloatArray, rng: np.random.Generator) -> FloatArray:
+    def _scores(self, X: FloatArray) -> FloatArray:
+        """The optimistic scores ``θᵀx + α·sqrt(xᵀA^{-1}x)``."""
         width = np.sqrt(np.maximum(self._variances(X), 0.0))
-        return mix_uniform(argmax_uniform(self._means(X) + self.alpha * width), self.epsilon)
+        out: FloatArray = self._means(X) + self.alpha * width
+        return out
 
 
 class LinTS(RidgePolicy):
@@ -177,6 +209,9 @@ class LinTS(RidgePolicy):
         self.v = check_positive(v, "v")
         self.n_prob_samples = check_int(n_prob_samples, "n_prob_samples")
         self.config.update(v=self.v, n_prob_samples=self.n_prob_samples)
+
+    # Thompson sampling's vector is renormalised over the allowed arms, not argmaxed (module docstring).
+    _restricted_probs = Policy._restricted_probs
 
     def _probs(self, X: FloatArray, rng: np.random.Generator) -> FloatArray:
         mean = self._means(X)  # (n, M)

@@ -15,8 +15,8 @@ endpoint                 key      does
 ``GET /v1/stats``        client   the dashboard's data
 ``GET /healthz``         none     liveness and learner state (503 when the learner stopped)
 ``GET /metrics``         none     Prometheus text format
-``/v1/chat/...``         client   gateway mode ([gateway]): the OpenAI-compatible LLM gateway,
-                                  :mod:`banditroute.gateway.routes`
+(extension)              ...      an extension's endpoints, e.g. the LLM gateway's
+                                  (:mod:`banditroute.gateway.routes`, installed by ``serve``)
 ``GET /``                none     the dashboard page (its data needs a client key)
 =======================  =======  ============================================================
 
@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
@@ -145,7 +145,7 @@ def required_role(method: str, path: str) -> Role | None:
         return None
     if (method == "POST" and path == "/v1/models") or (method == "DELETE" and path.startswith("/v1/models/")):
         return Role.ADMIN
-    if method in ("POST", "DELETE") and path.startswith("/v1/gateway/upstreams"):
+    if method in ("POST", "DELETE") and path.startswith("/v1/gateway/upstreams"):  # the LLM gateway's admin API
         return Role.ADMIN
     return Role.CLIENT
 
@@ -206,8 +206,24 @@ def _on_sighup(keys: KeyChecker) -> Callable[[], None]:
     return undo
 
 
-def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
-    """The ASGI app of one router; starting the app (lifespan) starts the router."""
+class Extension(Protocol):
+    """What an extension's installer returns: started after the router, stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+Serial = Callable[..., Awaitable[Any]]
+Extend = Callable[[FastAPI, Router, Serial], Extension]
+
+
+def create_app(config: ServiceConfig, router: Router | None = None, extend: Extend | None = None) -> FastAPI:
+    """The ASGI app of one router; starting the app (lifespan) starts the router.
+
+    ``extend(app, router, serial)`` may add endpoints before the service's own (so it may also answer
+    one of their paths) and returns an :class:`Extension`; ``serial`` runs a call on the writer thread.
+    Layers above the service use it (the LLM gateway, :mod:`banditroute.gateway.routes`)."""
     router = router or Router(config)
     keys = KeyChecker(config.auth.api_key_hashes, config.auth.admin_key_hashes, config.auth.key_file)
     dashboard = _dashboard_html()
@@ -226,13 +242,13 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         app.state.router = router
         hangup = _on_sighup(keys)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-writer")
-        if gateway is not None:
-            await gateway.start()
+        if extension is not None:
+            await extension.start()
         try:
             yield
         finally:
-            if gateway is not None:
-                await gateway.stop()
+            if extension is not None:
+                await extension.stop()
             hangup()
             writer.shutdown(wait=True)  # the calls already queued finish first
             router.stop()
@@ -249,13 +265,7 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         docs_url=None,  # Swagger UI loads its assets from a CDN; the OpenAPI schema stays at /openapi.json
         redoc_url=None,
     )
-    gateway = None
-    if config.gateway is not None:  # the OpenAI-compatible LLM gateway (docs/gateway.md)
-        from banditroute.gateway.core import Gateway
-        from banditroute.gateway.routes import install
-
-        gateway = Gateway(config.gateway, router, serial)
-        install(app, gateway)
+    extension = None if extend is None else extend(app, router, serial)
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(Authenticate, keys=keys)  # outermost: before the body is read
 
@@ -314,8 +324,6 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:
-        if gateway is not None:  # also OpenAI's shape, for its clients' models.list()
-            return JSONResponse({"object": "list", "data": gateway.models(), "models": router.list_models()})
         return JSONResponse({"models": router.list_models()})
 
     @app.post("/v1/models", status_code=201)

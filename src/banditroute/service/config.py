@@ -37,14 +37,11 @@ import os
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from banditroute.core.validation import InputError
-
-if TYPE_CHECKING:  # resolved by parse_config (the gateway's config builds on this module's types)
-    from banditroute.gateway.config import GatewayConfig
 
 KEY_HASH_PREFIX = "sha256:"
 # Text a client or the config may name things with: no control characters (C0, DEL, C1; PostgreSQL
@@ -219,7 +216,8 @@ class ServiceConfig(_Strict):
     embedder: ComponentConfig | None = None
     retrieval: RetrievalConfig | None = None
     ope: OPEConfig = Field(default_factory=OPEConfig)
-    gateway: GatewayConfig | None = None
+    # The LLM gateway's table, validated by the gateway (banditroute.gateway.config, a layer above this one).
+    gateway: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceConfig:
@@ -249,8 +247,15 @@ class ServiceConfig(_Strict):
         if self.retrieval is not None:
             return [a.name for a in self.retrieval.arms if a.active]
         if self.gateway is not None:
-            return [u.name for u in self.gateway.upstreams if u.active]
+            return [u["name"] for u in self.gateway_upstreams() if u.get("active", True)]
         return list(self.router.models)
+
+    def gateway_upstreams(self) -> list[dict[str, Any]]:
+        """The ``[[gateway.upstreams]]`` tables with a name (the gateway validates the rest)."""
+        ups = (self.gateway or {}).get("upstreams")
+        return (
+            [u for u in ups if isinstance(u, dict) and isinstance(u.get("name"), str)] if isinstance(ups, list) else []
+        )
 
     def capacity(self) -> int:
         """Number of policy slots: ``max_models``, default the configured models plus four."""
@@ -258,7 +263,7 @@ class ServiceConfig(_Strict):
             return self.router.max_models
         declared = len(self.retrieval.arms) if self.retrieval is not None else len(self.router.models)
         if self.gateway is not None:
-            declared = len(self.gateway.upstreams)
+            declared = len(self.gateway_upstreams())
         return declared + 4
 
 
@@ -299,18 +304,8 @@ def parse_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] = ".") ->
     if isinstance(gateway, dict) and isinstance(gateway.get("features"), str):
         features = Path(gateway["features"])
         raw["gateway"] = {**gateway, "features": features if features.is_absolute() else base / features}
-    _resolve_gateway_type()
     try:
         return ServiceConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
         raise InputError(f"invalid router config: {problems}") from None
-
-
-def _resolve_gateway_type() -> None:
-    """Complete :class:`ServiceConfig` with the gateway's table type, once (a forward reference:
-    :mod:`banditroute.gateway.config` imports this module's component and name types)."""
-    if not ServiceConfig.__pydantic_complete__:
-        from banditroute.gateway.config import GatewayConfig
-
-        ServiceConfig.model_rebuild(_types_namespace={"GatewayConfig": GatewayConfig})

@@ -2,7 +2,7 @@
 
 :class:`Router` ties the pieces together. A decision is taken by the *published* policy snapshot
 (:mod:`banditroute.service.learner`) restricted to the allowed models
-(:mod:`banditroute.policies.restrict`), logged with its context and full probability vector, and
+(``Policy.act_batch(..., allowed=...)``), logged with its context and full probability vector, and
 answered with its event id. Feedback is validated against the log (unknown event: 404, too late:
 410, repeated: acknowledged, not learned again), committed with the next learning sequence number
 and handed to the learner. Decisions and feedback are written from one thread (the app's writer
@@ -33,17 +33,16 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from banditroute.core.types import FloatArray
+import banditroute.twostage  # noqa: F401  (registers the two-stage policy)
+from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder, Retriever
-from banditroute.envs.base import EnvSpec
 from banditroute.ope.log import valid_rows
 from banditroute.ope.reward_model import cross_fit
 from banditroute.ope.stream import evaluate
 from banditroute.ope.targets import fit_on_log, target_probs
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
-from banditroute.policies.restrict import restricted_act_batch
 from banditroute.service.components import build_embedder, build_retriever, load_corpus
 from banditroute.service.config import ServiceConfig
 from banditroute.service.learner import Learner
@@ -315,7 +314,7 @@ class Router:
         policy, version = self._snapshot
         with np.errstate(all="ignore"):  # overflow shows up as non-finite probabilities, checked next
             try:
-                decision = restricted_act_batch(policy, x[None], allowed, self.rng)
+                decision = policy.act_batch(x[None], self.rng, allowed=allowed)
             except (ValueError, FloatingPointError, np.linalg.LinAlgError):
                 raise InputError(INVALID_DECISION) from None
         if not valid_rows(x[None], decision.actions, decision.probs, allowed[None])[0]:

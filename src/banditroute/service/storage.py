@@ -470,7 +470,7 @@ class Storage:
     def attempts(self, since: float = 0.0) -> list[dict[str, Any]]:
         """Gateway attempts created at or after ``since`` (a UNIX time), in event order."""
         stmt = sa.select(attempts).where(attempts.c.created_at >= since).order_by(attempts.c.event_id)
-        rows = [dict(r._mapping) for r in self.conn.execute(stmt)]
+        rows = [dict(r) for r in self.conn.execute(stmt).mappings()]
         self.conn.rollback()
         return rows
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.core.types import FloatArray, IntArray
+from banditroute.core.types import EnvSpec, FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int
-from banditroute.envs.base import Environment, EnvSpec
+from banditroute.envs.base import Environment
 from banditroute.policies.base import Policy
-from banditroute.policies.registry import make_policy
+from banditroute.policies.registry import REGISTRY, PolicyEntry
 
 PolicyFactory = Callable[[EnvSpec], Policy]
 EnvSource = Environment | Callable[[int], Environment]
@@ -36,18 +36,23 @@ DEFAULT_CHUNK = 4096
 
 @dataclass(frozen=True)
 class RegistryFactory:
-    """Picklable ``EnvSpec -> Policy`` factory for a registry name and parameter overrides."""
+    """Picklable ``EnvSpec -> Policy`` factory for a registry entry and parameter overrides.
+
+    It carries the entry itself, looked up where the factory is made, so a worker process builds the
+    policy even when the name was registered by a package the worker has not imported (``two-stage``).
+    """
 
     name: str
+    entry: PolicyEntry
     params: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, spec: EnvSpec) -> Policy:
-        return make_policy(self.name, spec, **self.params)
+        return self.entry.build(self.name, spec, **self.params)
 
 
 def registry_factory(name: str, **params: Any) -> RegistryFactory:
     """Factory for ``simulate``: builds ``make_policy(name, env.spec, **params)`` for each seed."""
-    return RegistryFactory(name, dict(params))
+    return RegistryFactory(name, REGISTRY.lookup(name), dict(params))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Where two-stage rewards come from: Proposition 2's fixed items, and multi-label data as a bandit.
 
-* **Synthetic linear** (spec: two_stage.md, "Data"): ``θ*`` uniform on the sphere, fresh
+* **Synthetic linear** (docs/specs/two-stage.md, "Data"): ``θ*`` uniform on the sphere, fresh
   ``x_{t,a} ~ N(0, I)`` per item and round, reward ``<θ*, x_{t,a}> + N(0, σ²)`` — exactly
   :class:`banditroute.envs.linear.LinearBandit`, which the sweeps use as it is.
 * :class:`FixedItems` — every round the same item features and mean rewards (plus optional noise):
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from banditroute.core.types import FloatArray
+from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int, check_positive
-from banditroute.envs.base import Environment, EnvSpec, Rounds
+from banditroute.envs.base import Environment, Rounds
 from banditroute.envs.reward_table import RewardTable
 
 AMAZONCAT_URL = "http://manikvarma.org/downloads/XC/XMLRepository.html"

@@ -44,9 +44,9 @@ TOP_K = 5
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """One training configuration (defaults: a CPU-sized version of the spec's grid point).
+    """One training configuration (defaults: a CPU-sized version of the paper's grid point, docs/specs/two-stage.md).
 
-    The spec trains 50,000 steps with batch 4,096; on a multi-label set of a few thousand
+    The paper trains 50,000 steps with batch 4,096; on a multi-label set of a few thousand
     examples ``steps = 2000`` at batch 1,024 reaches the same plateau on CPU in seconds.
     """
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditroute.core.types import FloatArray
+from banditroute.core.types import EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_int
-from banditroute.envs.base import Environment, EnvSpec
+from banditroute.envs.base import Environment
 from banditroute.policies.base import Policy
 from banditroute.simulate.runner import seed_generators
 

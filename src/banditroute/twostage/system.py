@@ -19,7 +19,7 @@ NeurIPS 2021; spec: two_stage.md. Each round:
      each pool); they differ when user-given pools overlap.
 
 A policy-gradient nominator updated on an item outside its pool takes the REINFORCE step for the
-softmax over ``A_n ∪ {a_t}`` at its current parameters [ours: the spec leaves it open].
+softmax over ``A_n ∪ {a_t}`` at its current parameters [ours: the paper leaves it open, docs/specs/two-stage.md].
 
 **Decisions.** The item actually served is drawn as follows: draw ``K = n_prob_samples``
 candidate sets from the nominators (independently), pick one of them uniformly and let the ranker

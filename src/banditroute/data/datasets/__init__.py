@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from banditroute.core.registry import Registry
 from banditroute.core.validation import InputError
 from banditroute.data.datasets import beir, cranfield, esci, squad
 from banditroute.data.datasets.common import Source, sample_queries
@@ -47,24 +48,27 @@ class DatasetEntry:
     summary: str
 
 
-DATASETS: dict[str, DatasetEntry] = {
-    "squad": DatasetEntry(
-        squad.load_squad, "squad", squad.SOURCE, "SQuAD v1.1 dev: question -> its gold paragraph (10,570 queries)"
-    ),
-    "scifact": DatasetEntry(
-        lambda path, **kw: beir.load_beir(path, name="scifact", **kw),
-        "scifact",
-        beir.SOURCE,
-        "SciFact (BEIR layout): claims -> supporting abstracts; option splits=[train,test]",
-    ),
-    "beir": DatasetEntry(beir.load_beir, "beir", beir.SOURCE, "any BEIR-layout folder; option splits=[...]"),
-    "cranfield": DatasetEntry(
-        cranfield.load_cranfield, "cranfield", cranfield.SOURCE, "Cranfield 1400 abstracts, 225 queries, graded"
-    ),
-    "esci": DatasetEntry(
-        esci.load_esci, "esci", esci.SOURCE, "Amazon ESCI shopping queries; options locale, version, split"
-    ),
-}
+DATASETS: Registry[DatasetEntry] = Registry(
+    "dataset",
+    {
+        "squad": DatasetEntry(
+            squad.load_squad, "squad", squad.SOURCE, "SQuAD v1.1 dev: question -> its gold paragraph (10,570 queries)"
+        ),
+        "scifact": DatasetEntry(
+            lambda path, **kw: beir.load_beir(path, name="scifact", **kw),
+            "scifact",
+            beir.SOURCE,
+            "SciFact (BEIR layout): claims -> supporting abstracts; option splits=[train,test]",
+        ),
+        "beir": DatasetEntry(beir.load_beir, "beir", beir.SOURCE, "any BEIR-layout folder; option splits=[...]"),
+        "cranfield": DatasetEntry(
+            cranfield.load_cranfield, "cranfield", cranfield.SOURCE, "Cranfield 1400 abstracts, 225 queries, graded"
+        ),
+        "esci": DatasetEntry(
+            esci.load_esci, "esci", esci.SOURCE, "Amazon ESCI shopping queries; options locale, version, split"
+        ),
+    },
+)
 
 
 def dataset_path(name: str, path: str | Path | None = None) -> Path:

@@ -3,7 +3,7 @@
 An adapter subclasses :class:`BaseEmbedder` and implements one method, ``_encode_batch``, which
 turns at most ``batch_size`` texts into raw vectors. The base class validates the input, sorts the
 texts by length so each batch pads little (then restores the caller's order), and returns float32
-rows of unit L2 norm, so inner product = cosine similarity (spec hpg.md §4: models are compared by
+rows of unit L2 norm, so inner product = cosine similarity (docs/specs/hpg.md §4: models are compared by
 retrieval quality on the same queries).
 """
 

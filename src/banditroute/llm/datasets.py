@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from banditroute.core.registry import Registry
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int
 from banditroute.data.datasets.common import Source, find_file, read_json, read_jsonl
@@ -164,14 +165,11 @@ class LLMRoutingData:
 # ---------------------------------------------------------------------------------------------- loaders
 def load_llm_dataset(name: str, path: str | Path, **options: Any) -> LLMRoutingData:
     """Load one of :data:`DATASETS` from its folder (options go to the loader)."""
-    loaders: dict[str, Callable[..., LLMRoutingData]] = {
-        "llmrouter": load_llmrouter,
-        "routellm": load_routellm,
-        "paretobandit": load_paretobandit,
-    }
-    if name not in loaders:
-        raise InputError(f"unknown LLM routing dataset {name!r}; known: {', '.join(DATASETS)}")
-    return loaders[name](path, **options)
+    loaders: Registry[Callable[..., LLMRoutingData]] = Registry(
+        "LLM routing dataset",
+        {"llmrouter": load_llmrouter, "routellm": load_routellm, "paretobandit": load_paretobandit},
+    )
+    return loaders.lookup(name)(path, **options)
 
 
 def load_llmrouter(path: str | Path, *, output_tokens: int = 0) -> LLMRoutingData:

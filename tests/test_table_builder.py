@@ -13,7 +13,7 @@ from banditroute.core.validation import InputError
 from banditroute.data.datasets import load_dataset, load_mixed
 from banditroute.data.datasets.squad import load_squad
 from banditroute.data.relevance import Judgements, score
-from banditroute.data.tables import build_reward_table, query_features, standardise
+from banditroute.data.table_builder import build_reward_table, query_features, standardise
 from banditroute.envs.reward_table import RewardTable, RewardTableEnv
 from retrieval_fixtures import HashEmbedder, OverlapRetriever, write_beir, write_cranfield, write_squad
 

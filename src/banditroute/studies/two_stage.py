@@ -1,7 +1,7 @@
-"""The paper's experiment grids (Hron et al. 2021, Figures 3–4; spec: two_stage.md, "Data"), resumable.
+"""The paper's experiment grids (Hron et al. 2021, Figures 3–4; docs/specs/two-stage.md, "Data"), resumable.
 
 A sweep is a list of :class:`Run` s — one seed of one system on one problem. Each finished run is one
-small JSON file under ``<out>/runs/`` (written atomically), so an interrupted sweep resumes where it
+small JSON file under ``<out>/runs/`` (:mod:`banditroute.studies.runs`), so an interrupted sweep resumes where it
 stopped and a larger grid reuses the runs it shares with a smaller one. Runs execute in parallel
 (joblib), each fully determined by its fields: the problem instance (``θ*``), the pool and feature
 allocation and the rounds all derive from ``seed``, so single- and two-stage systems with the same
@@ -17,9 +17,7 @@ Uses the ``[cli]`` extra (pandas, matplotlib, rich, joblib).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -29,11 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from banditroute.core.types import EnvSpec
 from banditroute.core.validation import InputError, check_int
-from banditroute.envs.base import Environment, EnvSpec
+from banditroute.envs.base import Environment
 from banditroute.envs.linear import LinearBandit
 from banditroute.envs.reward_table import RewardTable, RewardTableEnv
 from banditroute.simulate.metrics import mean_ci
+from banditroute.studies.figures import finish_panels, panel_grid
+from banditroute.studies.runs import run_missing, write_record
 from banditroute.twostage.regret import run_regret
 from banditroute.twostage.system import TwoStage
 
@@ -166,46 +167,36 @@ def grid(
 # ---------------------------------------------------------------------------------------- running
 def _run_one(run: Run, path: Path) -> dict[str, Any]:
     trace = run_regret(run.system, run.env, run.T, run.seed)
-    record = {**asdict(run), **trace.summary(), "seconds": trace.seconds}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
-    return record
+    return write_record(path, {**asdict(run), **trace.summary(), "seconds": trace.seconds})
 
 
-def _read(path: Path, run: Run) -> dict[str, Any] | None:
-    """A finished run's record, or ``None`` when the file is damaged or belongs to another run."""
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if any(record.get(f.name) != getattr(run, f.name) for f in fields(Run)):
-        return None
-    return record
+def _is_record_of(record: dict[str, Any], args: tuple[Any, ...]) -> bool:
+    run = args[0]
+    return all(record.get(f.name) == getattr(run, f.name) for f in fields(Run))
 
 
 def run_sweep(runs: Sequence[Run], out_dir: str | Path, *, n_jobs: int = 1, progress: bool = True) -> pd.DataFrame:
     """Run every run without a finished file in ``out_dir/runs``; return all their records as a table."""
-    from banditroute.simulate.parallel import progress_bar, unordered_map
-
     runs_dir = Path(out_dir) / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    for stale in runs_dir.glob(".*.tmp"):  # left by an interrupted writer
-        stale.unlink()
-    records, todo = [], []
-    for run in runs:
-        path = runs_dir / f"{run.key}.json"
-        record = _read(path, run) if path.exists() else None
-        if record is None:
-            todo.append((run, path))
-        else:
-            records.append(record)
-    with progress_bar(progress) as bar:
-        task = bar.add_task("two-stage runs", total=len(runs), completed=len(records))
-        for record in unordered_map(_run_one, todo, n_jobs):
-            records.append(record)
-            bar.update(task, advance=1)
+    tasks = [(runs_dir / f"{run.key}.json", (run,)) for run in runs]
+    records = run_missing(
+        tasks, _run_one, valid=_is_record_of, n_jobs=n_jobs, progress=progress, label="two-stage runs"
+    )
     return pd.DataFrame(records)
+
+
+def run_study(
+    runs: Sequence[Run], out: Path, figures: Path, name: str, rho: float, *, n_jobs: int = 1, progress: bool = True
+) -> pd.DataFrame:
+    """One sweep end to end: runs (resumed), ``<name>_summary.csv``, the regret and split figures; the summary."""
+    summary = summarise(run_sweep(runs, out / name, n_jobs=n_jobs, progress=progress))
+    summary.to_csv(out / f"{name}_summary.csv", index=False)
+    T, seeds = runs[0].T, len({r.seed for r in runs})
+    plot_relative_regret(
+        summary, figures / f"twostage_{name}_regret.png", f"{name}: T={T}, {seeds} seeds, mean ± 95% CI"
+    )
+    plot_shares(summary, figures / f"twostage_{name}_shares.png", rho)
+    return summary
 
 
 SETTING = ["data", "method", "n_arms", "dim", "noise", "training"]
@@ -248,32 +239,10 @@ def _label(setting: tuple[Any, ...]) -> str:
     return f"{data} · {method.upper()} · |A|={M}, d={d}{noise_part} · train-on-{training}"
 
 
-def _panel_grid(n_panels: int) -> tuple[Any, Any]:
-    """A figure with up to 3 panels per row and its flat array of axes (one per panel, maybe spare ones)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cols = min(3, n_panels)
-    rows = math.ceil(n_panels / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-
-
-def _finish_panels(fig: Any, axes: Any, n_panels: int, title: str, path: Path) -> None:
-    """Hide spare axes, put the legend on the first panel, title and save."""
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize="x-small")
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-
-
 def plot_relative_regret(summary: pd.DataFrame, path: Path, title: str = "") -> None:
     """Figure 3 style: relative regret (÷ uniformly random agent) against ``d/s``, one panel per setting."""
     panels = _panels(summary)
-    fig, axes = _panel_grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, (setting, frame) in zip(axes, panels, strict=False):
         for N, line in frame.groupby("n_nominators"):
             line = line.sort_values("d_over_s")
@@ -286,7 +255,7 @@ def plot_relative_regret(summary: pd.DataFrame, path: Path, title: str = "") -> 
         ax.minorticks_off()
         ax.title.set_fontsize("small")
         ax.grid(alpha=0.3)
-    _finish_panels(fig, axes, len(panels), title, path)
+    finish_panels(fig, axes, len(panels), title, path)
 
 
 def plot_shares(summary: pd.DataFrame, path: Path, rho: float, title: str = "") -> None:
@@ -295,7 +264,7 @@ def plot_shares(summary: pd.DataFrame, path: Path, rho: float, title: str = "") 
     panels = _panels(summary[summary["n_features"] == np.array(at_rho, dtype=np.int64)])
     if not panels:
         raise InputError(f"no runs with rho = {rho:g} to plot")
-    fig, axes = _panel_grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, (setting, frame) in zip(axes, panels, strict=False):
         frame = frame.sort_values("n_nominators")
         x = np.arange(len(frame))
@@ -311,4 +280,4 @@ def plot_shares(summary: pd.DataFrame, path: Path, rho: float, title: str = "") 
         ax.title.set_fontsize("small")
         ax.grid(alpha=0.3, axis="y")
     default = f"Regret split at s = ⌊{rho:g}·d⌋ features per nominator (labels: nominator share)"
-    _finish_panels(fig, axes, len(panels), title or default, path)
+    finish_panels(fig, axes, len(panels), title or default, path)

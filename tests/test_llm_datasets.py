@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from banditroute.core.validation import InputError
-from banditroute.llm.tables import (
+from banditroute.llm.datasets import (
     ROUTELLM_MODELS,
     LLMRoutingData,
     estimate_tokens,

@@ -42,13 +42,14 @@ from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
 from banditroute.envs.reward_table import RewardTable
 from banditroute.llm.cascade import CascadeRouter
+from banditroute.llm.datasets import LLMRoutingData, load_llm_dataset
 from banditroute.llm.features import CostModel, Featurizer
-from banditroute.llm.metrics import aiq, best_quality_within, hull
 from banditroute.llm.mixllm import MixLLMRouter
-from banditroute.llm.online import Router, RunRecord, Split, run_online
+from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
+from banditroute.llm.quality_cost import aiq, best_quality_within, hull
 from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
-from banditroute.llm.tables import LLMRoutingData
+from banditroute.studies.figures import new_figure
 
 FAMILIES = (
     "oracle",
@@ -157,6 +158,19 @@ def subsample(data: LLMRoutingData, max_queries: int, seed: int = 0) -> LLMRouti
     return data.subset(np.sort(np.random.default_rng(seed).choice(data.n_rows, max_queries, replace=False)))
 
 
+def load_routing_table(
+    data: str, data_dir: Path, embedder: str, cache_dir: Path | None, *, max_queries: int = 0, progress: bool = True
+) -> tuple[LLMRoutingData, RewardTable]:
+    """Dataset ``data`` from its folder, subsampled, and its reward table: the queries embedded by the
+    named local embedder through the on-disk embedding cache (a rerun encodes nothing)."""
+    from banditroute.data.cache import CachedEmbedder, EmbeddingCache
+    from banditroute.data.embedders import make_embedder
+
+    routing = subsample(load_llm_dataset(data, data_dir), max_queries)
+    cached = CachedEmbedder(make_embedder(embedder), EmbeddingCache(cache_dir), progress=progress)
+    return routing, routing.to_reward_table(cached)
+
+
 # ---------------------------------------------------------------------------------------------- one seed
 @dataclass
 class SeedSetup:
@@ -233,7 +247,7 @@ class MethodRun:
     label: str
     knob: str
     value: float
-    build: Callable[[SeedSetup], Router]
+    build: Callable[[SeedSetup], OnlineRouter]
     budget: float | None = None  # fraction of the reference cost
 
 
@@ -285,19 +299,19 @@ def method_runs(config: LLMBenchConfig, arm_names: tuple[str, ...]) -> list[Meth
 
 
 # Builders: one per family, ``(seed setup, knobs) -> a fresh router``.
-def _oracle(s: SeedSetup) -> Router:
+def _oracle(s: SeedSetup) -> OnlineRouter:
     return OracleRouter()
 
 
-def _single(s: SeedSetup, arm: int, name: str) -> Router:
+def _single(s: SeedSetup, arm: int, name: str) -> OnlineRouter:
     return fixed_router(arm, name, s.featurizer)
 
 
-def _random(s: SeedSetup) -> Router:
+def _random(s: SeedSetup) -> OnlineRouter:
     return PolicyRouter("uniform", s.featurizer, name="random")
 
 
-def _bandit(s: SeedSetup, policy: str, mu: float) -> Router:
+def _bandit(s: SeedSetup, policy: str, mu: float) -> OnlineRouter:
     options: dict[str, dict[str, Any]] = {
         "linucb": {"alpha": s.config.linucb_alpha},
         # HPG with its tuned η = 1 and no baseline locks onto one LLM within the first rounds here.
@@ -307,7 +321,7 @@ def _bandit(s: SeedSetup, policy: str, mu: float) -> Router:
     return PolicyRouter(policy, s.featurizer, c_ref=reference_cost(s.train), mu=mu, params=params)
 
 
-def _pilot(s: SeedSetup, family: str) -> Router:
+def _pilot(s: SeedSetup, family: str) -> OnlineRouter:
     c = s.config
     return PilotRouter(
         s.prior, s.train, strength=c.pilot_strength, alpha=c.pilot_alpha, n_bins=c.n_bins, name=family,
@@ -315,18 +329,18 @@ def _pilot(s: SeedSetup, family: str) -> Router:
     )  # fmt: skip
 
 
-def _mixllm(s: SeedSetup, lam: float, feedback: float = 0.0) -> Router:
+def _mixllm(s: SeedSetup, lam: float, feedback: float = 0.0) -> OnlineRouter:
     name = f"mixllm{'-feedback' if feedback else ''} λ={lam:g}"
     return MixLLMRouter(s.featurizer, s.train, lam=lam, feedback=feedback, name=name)
 
 
-def _budgeted_mixllm(s: SeedSetup, rule: str) -> Router:
+def _budgeted_mixllm(s: SeedSetup, rule: str) -> OnlineRouter:
     name = {"dual": "mixllm-budget", "knapsack": "mixllm-knapsack"}[rule]
     # λ = ∞: the knapsack's values are predicted qualities; dual pacing sets its own λ_t.
     return MixLLMRouter(s.featurizer, s.train, lam=float("inf"), budget_rule=rule, n_bins=s.config.n_bins, name=name)
 
 
-def _queued_mixllm(s: SeedSetup, beta: float) -> Router:
+def _queued_mixllm(s: SeedSetup, beta: float) -> OnlineRouter:
     """MixLLM (λ = 1.4) on a congested queue [ours]: one query per second, and every call occupies its
     LLM for 2 s, so an LLM that gets more than half of the traffic builds an ever longer queue.
     ``beta = 0``: the queue is only measured; ``beta > 0``: the waiting-time penalty (τ = 5 s)."""
@@ -336,14 +350,14 @@ def _queued_mixllm(s: SeedSetup, beta: float) -> Router:
     )  # fmt: skip
 
 
-def _cascade(s: SeedSetup, mode: str, H: int = 3) -> Router:
+def _cascade(s: SeedSetup, mode: str, H: int = 3) -> OnlineRouter:
     c = s.config
     return CascadeRouter(
         s.featurizer, s.train, H=min(H, s.train.n_arms), mode=mode, alpha=c.cascade_alpha, success=c.success
     )
 
 
-def summarise_run(record: RunRecord, setup: SeedSetup, router: Router) -> dict[str, Any]:
+def summarise_run(record: RunRecord, setup: SeedSetup, router: OnlineRouter) -> dict[str, Any]:
     """The numbers one run contributes (plain JSON)."""
     stream = setup.stream
     ref = setup.reference
@@ -473,15 +487,13 @@ def aiq_frame(rows: list[dict[str, Any]]) -> Any:
 
 def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
     """Quality–cost curves (points and non-decreasing hulls) and cumulative regret of the learners."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
+    fig = new_figure((15, 6.5))
+    axes = fig.subplots(1, 2, sharey=True)
     singles = summary[summary.family == "single"]
-    cmap = plt.get_cmap("tab20")
+    cmap = colormaps["tab20"]
     families = [f for f in summary.family.unique() if f not in ("single", "oracle", "random")]
     colors = {f: cmap(i % 20) for i, f in enumerate(families)}
     panels = (
@@ -517,11 +529,10 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
     axes[0].set_ylabel("quality, % of the best single LLM (single LLMs below the axis are off the chart)")
     fig.suptitle(f"{title}: quality–cost operating points, mean over seeds; lines are non-decreasing hulls")
     paths.append(out_dir / "quality_cost.png")
-    fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = new_figure((8, 5))
+    ax = fig.subplots()
     picks = {
         ("linucb", 0.0), ("egreedy", 0.0), ("hpg", 0.0), ("mixllm", "inf"), ("mixllm-feedback", "inf"),
         ("pilot", 1.0), ("pilot-noprior", 1.0), ("pilot-offline", 1.0),
@@ -540,9 +551,7 @@ def plot_results(summary: Any, rows: list[dict[str, Any]], out_dir: Path, title:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(out_dir / "regret.png")
-    fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
     return paths
 
 

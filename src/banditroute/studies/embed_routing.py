@@ -1,4 +1,4 @@
-"""The embedding-routing experiment (spec hpg.md §4–5) on saved reward tables.
+"""The embedding-routing experiment (docs/specs/hpg.md §4–5) on saved reward tables.
 
 For one reward table (queries × embedding models, reward = retrieval quality of each model on
 each query) it reports, with 95% confidence intervals:

@@ -1,1 +1,0 @@
-"""End-to-end experiments on real data, each a function the CLI calls and `make bench-*` runs."""
