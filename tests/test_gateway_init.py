@@ -53,3 +53,23 @@ def test_quickstart_gateway_answers_the_openai_client(tmp_path: Path) -> None:
         assert [m.id for m in models] == ["router", "router-cheap", "small", "large"]
     finally:
         server.stop()
+
+
+def test_invalid_gateway_tables_are_one_line_config_errors(tmp_path: Path) -> None:
+    from banditroute.core.validation import InputError
+    from banditroute.gateway.config import gateway_config
+
+    init("gateway", tmp_path / "router.toml")
+    good = (tmp_path / "router.toml").read_text()
+    for change, message in [
+        (('base_url = "http://127.0.0.1:8001/v1"', 'base_url = "not a url"'), "gateway.upstreams.0.base_url"),
+        (('api_key_env = "SMALL_API_KEY"', 'api_key_env = "sk-live key"'), "gateway.upstreams.0.api_key_env"),
+        (('name = "large"', 'name = "small"'), "upstream names must be unique"),
+        (('name = "large"', 'name = "router-x"'), "must not be 'router'"),
+        (('upstreams = ["small"]', 'upstreams = ["nope"]'), "unknown upstreams"),
+        (("input_price = 0.10", "input_price = -1"), "gateway.upstreams.0.input_price"),
+    ]:
+        (tmp_path / "bad.toml").write_text(good.replace(*change))
+        with pytest.raises(InputError, match=message) as err:
+            gateway_config(load_config(tmp_path / "bad.toml"))
+        assert "\n" not in str(err.value)
