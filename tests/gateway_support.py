@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -71,8 +72,40 @@ def gateway_config(
     return write_config(path, t | (tables or {}))
 
 
+def ask(text: str) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]
+
+
+def db_rows(server: Server, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on a gateway's SQLite log (``router.db`` next to its config), read-only."""
+    path = server.config.parent / "router.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def learned(server: Server) -> None:
+    """Wait until every accepted feedback is learned and published."""
+    for _ in range(100):
+        if httpx.get(server.url + "/healthz").json()["pending_feedback"] == 0:
+            time.sleep(0.3)  # publish_interval_s = 0.2
+            return
+        time.sleep(0.05)
+    raise AssertionError("feedback not learned")
+
+
 def start_gateway(tmp: Path, config: Path) -> Server:
     return Server(config, tmp / "gateway.log").start()
 
 
-__all__ = ["ADMIN_KEY", "CLIENT_KEY", "LLMS", "FakeUpstream", "gateway_config", "start_gateway", "upstream_entry"]
+__all__ = [
+    "ADMIN_KEY",
+    "CLIENT_KEY",
+    "LLMS",
+    "FakeUpstream",
+    "ask",
+    "db_rows",
+    "gateway_config",
+    "learned",
+    "start_gateway",
+    "upstream_entry",
+]

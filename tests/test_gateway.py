@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,30 +19,21 @@ import pytest
 from banditroute.gateway.budget import Budgets, BudgetSpent
 from banditroute.gateway.config import Budget
 from fake_upstream import answer_text
-from gateway_support import ADMIN_KEY, CLIENT_KEY, LLMS, PRICES, FakeUpstream, gateway_config, upstream_entry
+from gateway_support import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    LLMS,
+    PRICES,
+    FakeUpstream,
+    ask,
+    db_rows,
+    gateway_config,
+    learned,
+    upstream_entry,
+)
 from service_support import Server, free_port
 
 SMALL, MID, LARGE = LLMS
-
-
-def ask(text: str) -> list[dict[str, Any]]:
-    return [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]
-
-
-def db_rows(server: Server, sql: str) -> list[tuple[Any, ...]]:
-    path = server.config.parent / "router.db"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-        return con.execute(sql).fetchall()
-
-
-def learned(server: Server) -> None:
-    """Wait until every accepted feedback is learned and published."""
-    for _ in range(100):
-        if httpx.get(server.url + "/healthz").json()["pending_feedback"] == 0:
-            time.sleep(0.3)  # publish_interval_s = 0.2
-            return
-        time.sleep(0.05)
-    raise AssertionError("feedback not learned")
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,10 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         self.failures, self.opened_at, self.probing = 0, None, False
 
+    def abandoned(self) -> None:
+        """A call ended without a verdict (its request was cancelled): another probe may go."""
+        self.probing = False
+
     def failed(self) -> None:
         self.failures += 1
         if self.probing or self.failures >= self.threshold:

@@ -61,6 +61,7 @@ class Budgets:
     def __init__(self) -> None:
         self._state: dict[tuple[str, str], _Period] = {}
         self._held: dict[str, float] = {}  # per owner: bounds held by admitted, unsettled requests
+        self._holds: dict[str, int] = {}  # per owner: how many (none left: nothing held, no rounding residue)
         self._lock = threading.Lock()
 
     def _pacers(self, owner: str, budget: Budget, now: float) -> list[DualPacer]:
@@ -102,12 +103,14 @@ class Budgets:
                 out[np.flatnonzero(ok)[np.argmin(bounds[ok])]] = True
             amount = float(finite[out].max())
             self._held[owner] = held + amount
+            self._holds[owner] = self._holds.get(owner, 0) + 1
             return out, amount
 
     def settle(self, owner: str, budget: Budget, held: float, cost: float | None, now: float | None = None) -> None:
         """Release what :meth:`admit` held and book the request's actual cost (``None``: no call was paid)."""
         with self._lock:
-            self._held[owner] = max(0.0, self._held.get(owner, 0.0) - held)
+            self._holds[owner] = left = self._holds.get(owner, 0) - 1
+            self._held[owner] = max(0.0, self._held.get(owner, 0.0) - held) if left > 0 else 0.0
         if cost is not None:
             self.charge(owner, budget, cost, now)
 
@@ -119,6 +122,11 @@ class Budgets:
                     p.charge(cost)
                 else:  # more requests than expected: keep counting spend (the price stays)
                     p.spent += cost
+
+    def held(self, owner: str) -> float:
+        """What admitted requests of this owner hold now (bounds of requests not yet settled)."""
+        with self._lock:
+            return self._held.get(owner, 0.0)
 
     def spent(self, owner: str, budget: Budget, now: float | None = None) -> dict[str, float]:
         now = time.time() if now is None else now

@@ -31,6 +31,11 @@ Example::
     key_hash = "sha256:..."       # an API key's hash ([auth]), or "*" for every key without its own entry
     day = 5.0
     month = 100.0
+
+    [gateway.reward_hook]         # optional: a judge scoring each finished completion (docs/gateway.md)
+    command = ["python", "judge.py"]  # JSON on stdin, a number on stdout; or callable = "package.module:function"
+    timeout_s = 10
+    max_concurrency = 2
 """
 
 from __future__ import annotations
@@ -92,6 +97,25 @@ class ProfileConfig(_Strict):
     budget: Budget | None = None
 
 
+class RewardHookConfig(_Strict):
+    """The automatic reward hook (:mod:`~banditroute.gateway.reward_hook`): exactly one of ``callable``
+    (``"package.module:function"``) and ``command`` (an argv list, run without a shell)."""
+
+    callable: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=300)
+    command: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)  # then no reward (a command is killed)
+    max_concurrency: int = Field(default=2, ge=1, le=64)  # hooks running at once
+    max_pending: int = Field(default=1000, ge=1, le=1_000_000)  # more waiting: skipped, with a log line
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RewardHookConfig:
+        if (self.callable is None) == (self.command is None):
+            raise ValueError("set exactly one of 'callable' and 'command'")
+        if self.command is not None and any(not a or "\x00" in a for a in self.command):
+            raise ValueError("command arguments must be non-empty strings without NUL")
+        return self
+
+
 class GatewayConfig(_Strict):
     upstreams: list[UpstreamConfig] = Field(min_length=1)
     profiles: list[ProfileConfig] = Field(default_factory=list)
@@ -105,6 +129,7 @@ class GatewayConfig(_Strict):
     embed_disk_cache: bool = False  # also the on-disk embedding cache of the benchmarks (banditroute.data.cache)
     breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open an upstream's breaker
     breaker_cooldown_s: float = Field(default=30.0, gt=0)  # then one probe call may close it
+    reward_hook: RewardHookConfig | None = None  # default: no automatic reward
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

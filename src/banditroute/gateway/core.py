@@ -13,21 +13,26 @@ attempt's outcome, usage and cost go to the ``gateway_attempts`` table after the
 every :data:`FLUSH_S`: one commit for many requests); a failed
 attempt is also learned (lowest reward) if ``learn_failures``. A decision is committed before its
 upstream is called, so a crash mid-call or mid-stream leaves it in the log (docs/gateway.md).
+A request's budget holds are given back, and its cost booked, however it ends: answered, failed,
+or a stream whose client went away (even before its first byte: :meth:`Stream.aclose`). Once an
+answer was sent, the optional reward hook (:mod:`~banditroute.gateway.reward_hook`) scores it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
@@ -39,6 +44,7 @@ from banditroute.gateway.budget import Budgets, BudgetSpent
 from banditroute.gateway.config import ROUTER_MODEL, Budget, GatewayConfig, ProfileConfig, UpstreamConfig
 from banditroute.gateway.features import RequestFeaturizer, load_featurizer, message_text, prompt_hash, prompt_tokens
 from banditroute.gateway.metrics import GatewayMetrics
+from banditroute.gateway.reward_hook import Completion, RewardHook
 from banditroute.gateway.upstream import Upstream, UpstreamFailed, UpstreamRejected
 from banditroute.llm.datasets import estimate_tokens
 from banditroute.service.app import Serial
@@ -67,6 +73,33 @@ class Attempt:
     outcome: str
 
 
+class Stream:
+    """A streamed answer: iterate it for its SSE bytes; :meth:`aclose` ends it however the request ended
+    (the upstream closed, the budget holds given back, the attempt booked), also when it was never
+    iterated — a client gone before the first byte."""
+
+    def __init__(self, chunks: AsyncGenerator[bytes, None], end: Callable[[], Awaitable[Any]]) -> None:
+        self.chunks = chunks
+        self.end = end
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks
+
+    async def aclose(self) -> None:
+        await self.chunks.aclose()
+        await self.end()  # does nothing when the relay already ended the stream
+
+
+@dataclass
+class Reply:
+    """What :meth:`Gateway.chat` answers: a JSON completion or a :class:`Stream`, headers, and what to
+    do once a JSON answer was sent (a stream does it itself after its last byte)."""
+
+    body: dict[str, Any] | Stream
+    headers: dict[str, str]
+    sent: Callable[[], Awaitable[None]] | None = None
+
+
 class Gateway:
     """The gateway of one router; ``serial`` runs a call on the app's writer thread."""
 
@@ -85,6 +118,13 @@ class Gateway:
         self._rows: list[dict[str, Any]] = []  # attempt rows not yet written
         self._flusher: asyncio.Task[None] | None = None
         self._embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-embed")
+        self.hook = None
+        if config.reward_hook is not None:
+            self.hook = RewardHook(config.reward_hook, self.feedback, self.metrics.reward_hook)
+
+    async def feedback(self, event_id: int, reward: float) -> dict[str, Any]:
+        """Feedback for a decision, by the path of ``POST /v1/feedback`` (validation, at most once, the log)."""
+        return await self.serial(self.router.feedback, event_id, reward, None)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -116,11 +156,14 @@ class Gateway:
                 self.budgets.charge(owner, budget, row["cost"], now=row["created_at"])
 
     def usage(self, key_hash: str | None) -> dict[str, Any]:
-        """The caller's budgets and what was spent of them in the current periods."""
+        """The caller's budgets, what was spent of them in the current periods, and what requests in
+        flight hold (counted as spent until they are settled)."""
         out = {}
         for owner, budget in self._owners(None, key_hash):
-            spent = self.budgets.spent(owner, budget)
-            out[owner.split(":")[0]] = {k: {"budget": getattr(budget, k), "spent": v} for k, v in spent.items()}
+            spent, held = self.budgets.spent(owner, budget), self.budgets.held(owner)
+            out[owner.split(":")[0]] = {
+                k: {"budget": getattr(budget, k), "spent": v, "held": held} for k, v in spent.items()
+            }
         return out
 
     def _connect(self, config: UpstreamConfig) -> None:
@@ -130,6 +173,8 @@ class Gateway:
         self.metrics.breaker_open.labels(config.name).set_function(lambda: float(breaker.state == OPEN))
 
     async def stop(self) -> None:
+        if self.hook is not None:
+            await self.hook.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._flusher is not None:
@@ -238,9 +283,8 @@ class Gateway:
         return bounds
 
     # ------------------------------------------------------------------ the request path
-    async def chat(self, body: dict[str, Any], key_hash: str | None) -> tuple[dict[str, Any] | AsyncIterator[bytes],
-                                                                               dict[str, str]]:  # fmt: skip
-        """Answer one chat request: a JSON completion, or an iterator of SSE bytes; plus headers."""
+    async def chat(self, body: dict[str, Any], key_hash: str | None) -> Reply:
+        """Answer one chat request: a JSON completion or a stream of SSE bytes, with headers."""
         messages: list[dict[str, Any]] = body["messages"]
         names, profile, forced = self._resolve(body["model"])
         if not names:
@@ -252,7 +296,7 @@ class Gateway:
         try:
             mask = self._allowed(names, profile, bounds, key_hash, max_cost, holds)
             ctx = _Context(key_hash, prompt_hash(messages), n_prompt, profile,
-                           messages if self.config.log_prompts else None, holds)  # fmt: skip
+                           messages if self.config.log_prompts else None, holds, messages)  # fmt: skip
             return await self._attempts(body, messages, mask, forced, ctx)
         except BaseException:
             self._settle(holds, None)  # nothing answered: nothing paid, the holds go back
@@ -260,7 +304,7 @@ class Gateway:
 
     async def _attempts(
         self, body: dict[str, Any], messages: list[dict[str, Any]], mask: np.ndarray, forced: bool, ctx: _Context
-    ) -> tuple[dict[str, Any] | AsyncIterator[bytes], dict[str, str]]:
+    ) -> Reply:
         """Decide, call, fall back (module docstring)."""
         # one embedding thread: embedders (and the disk cache's SQLite connection) stay on one thread
         x = await asyncio.get_running_loop().run_in_executor(self._embed_thread, self.features.context, messages)
@@ -303,13 +347,19 @@ class Gateway:
                 self.metrics.requests.labels(name, "rejected").inc()
                 self._record(ctx, rec, name, "rejected", None, None, None, time.perf_counter() - start)
                 raise GatewayError(exc.status, _upstream_message(exc.body), "upstream_rejected") from None
+            except BaseException:  # cancelled mid-call: no verdict on the upstream
+                breaker.abandoned()
+                raise
             attempts.append(Attempt(rec, name, "ok"))
             headers = {"x-banditroute-event-id": str(rec.event_id), "x-banditroute-upstream": name}
             info = self._info(rec, name, attempts)
             if stream:
-                return self._relay(ctx, rec, up, breaker, response, include_usage, info, start), headers
+                s = _Streamed(ctx, rec, up, breaker, response, start)
+                relay = Stream(self._relay(s, include_usage, info), functools.partial(self._end_stream, s))
+                return Reply(relay, headers)
             breaker.succeeded()
-            return self._finish(ctx, rec, up, answer, info, start), headers
+            answer, done = self._finish(ctx, rec, up, answer, info, start)
+            return Reply(answer, headers, functools.partial(self._score, done))
         causes = ", ".join(f"{a.upstream}: {a.outcome}" for a in attempts)
         raise GatewayError(502, f"every attempt failed ({causes})", "upstreams_failed")
 
@@ -329,10 +379,12 @@ class Gateway:
                 return p, c
         return ctx.n_prompt, estimate_tokens(completion) if completion else 0
 
-    def _book(self, ctx: _Context, name: str, up: Upstream, p: int, c: int, seconds: float) -> float:
+    def _book(
+        self, ctx: _Context, name: str, up: Upstream, p: int, c: int, seconds: float, outcome: str = "ok"
+    ) -> float:
         cost = up.cost(p, c)
         self._settle(ctx.holds, cost)
-        self.metrics.answered(name, p, c, cost, seconds)
+        self.metrics.answered(name, p, c, cost, seconds, outcome)
         return cost
 
     def _settle(self, holds: list[tuple[str, Budget, float]], cost: float | None) -> None:
@@ -344,7 +396,8 @@ class Gateway:
     def _finish(
         self, ctx: _Context, rec: DecisionRecord, up: Upstream, answer: dict[str, Any], info: dict[str, Any],
         start: float,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> tuple[dict[str, Any], Completion]:  # fmt: skip
+        """The answer as the client gets it (usage, ``banditroute`` field), booked; and what the hook sees."""
         name = info["upstream"]
         text = "".join(message_text((ch.get("message") or {}).get("content")) for ch in answer["choices"]
                        if isinstance(ch, dict))  # fmt: skip
@@ -354,59 +407,79 @@ class Gateway:
         answer.setdefault("usage", {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
         answer["banditroute"] = {**info, "cost": cost}
         self._record(ctx, rec, name, "ok", p, c, cost, seconds, text)
-        return answer
+        return answer, self._completion(ctx, rec, name, text, p, c, cost)
 
-    async def _relay(
-        self, ctx: _Context, rec: DecisionRecord, up: Upstream, breaker: CircuitBreaker, response: Any,
-        include_usage: bool, info: dict[str, Any], start: float,
-    ) -> AsyncIterator[bytes]:  # fmt: skip
+    async def _relay(self, s: _Streamed, include_usage: bool, info: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """The upstream's stream, chunk by chunk; usage (the upstream's, else counted) in a last chunk
-        when the client asked for it; a drop mid-stream ends the stream with an error event."""
-        name = info["upstream"]
-        parts: list[str] = []
-        usage: Any = None
+        when the client asked for it; a drop mid-stream ends the stream with an error event. However
+        it ends, :meth:`_end_stream` books it; once its last byte was sent, the reward hook runs."""
+        name = s.up.config.name
         first: dict[str, Any] = {}
-        outcome = "ok"
         try:
-            async for event in up.events(response):
+            async for event in s.up.events(s.response):
                 if event.get("usage"):
-                    usage = event.pop("usage")
+                    s.usage = event.pop("usage")
                     if not event.get("choices"):
                         continue
                 for ch in event.get("choices") or ():
                     delta = ch.get("delta") if isinstance(ch, dict) else None
                     if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                        parts.append(delta["content"])
+                        s.parts.append(delta["content"])
                 if not first:
                     first = event
-                    self.metrics.ttft.labels(name).observe(time.perf_counter() - start)
+                    self.metrics.ttft.labels(name).observe(time.perf_counter() - s.start)
                 yield b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+            s.outcome = "ok"
         except UpstreamFailed as exc:
-            outcome = "dropped"
-            breaker.failed()
-            self.metrics.requests.labels(name, "dropped").inc()
+            s.outcome = "dropped"
             error = {"error": {"message": f"the upstream failed mid-stream ({exc.cause})", "type": "upstream_error",
                                "code": "upstream_dropped"}}  # fmt: skip
             yield b"data: " + json.dumps(error).encode() + b"\n\n"
         finally:
-            await up.close_stream(response)
-            text = "".join(parts)
-            p, c = self._usage(ctx, usage if outcome == "ok" else None, text)
-            seconds = time.perf_counter() - start
-            cost = self._book(ctx, name, up, p, c, seconds)  # what was streamed is paid for, dropped or not
-            self._record(ctx, rec, name, outcome, p, c, cost, seconds, text)
-        if outcome != "ok":
+            done = await self._end_stream(s)
+        if done is None:
             return
-        breaker.succeeded()
         if include_usage:
+            p, c = done.usage["prompt_tokens"], done.usage["completion_tokens"]
             last = {
                 "id": first.get("id", f"chatcmpl-{uuid.uuid4().hex}"), "object": "chat.completion.chunk",
-                "created": first.get("created", int(time.time())), "model": first.get("model", up.config.model),
+                "created": first.get("created", int(time.time())), "model": first.get("model", s.up.config.model),
                 "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
-                "banditroute": {**info, "cost": cost},
+                "banditroute": {**info, "cost": done.cost},
             }  # fmt: skip
             yield b"data: " + json.dumps(last, separators=(",", ":")).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
+        await self._score(done)  # resumed after [DONE] was sent
+
+    async def _end_stream(self, s: _Streamed) -> Completion | None:
+        """End a relayed stream once: book what was streamed (paid for, whatever the outcome), record the
+        attempt (``ok``, ``dropped`` by the upstream, ``cancelled`` by the client), give the budget holds
+        back and close the upstream's response (shielded: a cancelled request still closes it). The
+        completion when the stream ended well, else ``None``."""
+        if s.ended:
+            return None
+        s.ended = True
+        {"ok": s.breaker.succeeded, "dropped": s.breaker.failed}.get(s.outcome, s.breaker.abandoned)()
+        name, text = s.up.config.name, "".join(s.parts)
+        p, c = self._usage(s.ctx, s.usage if s.outcome == "ok" else None, text)
+        seconds = time.perf_counter() - s.start
+        cost = self._book(s.ctx, name, s.up, p, c, seconds, s.outcome)
+        self._record(s.ctx, s.rec, name, s.outcome, p, c, cost, seconds, text)
+        with anyio.CancelScope(shield=True):
+            await s.up.close_stream(s.response)
+        return self._completion(s.ctx, s.rec, name, text, p, c, cost) if s.outcome == "ok" else None
+
+    def _completion(
+        self, ctx: _Context, rec: DecisionRecord, name: str, text: str, p: int, c: int, cost: float
+    ) -> Completion:
+        profile = None if ctx.profile is None else ctx.profile.name
+        usage = {"prompt_tokens": p, "completion_tokens": c}
+        return Completion(rec.event_id, ctx.request, text, name, usage, cost, profile)
+
+    async def _score(self, done: Completion) -> None:
+        """The answer ``done`` was sent: the reward hook (if any) scores it in the background."""
+        if self.hook is not None:
+            self.hook.submit(done)
 
     # ------------------------------------------------------------------ the attempts table
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -450,6 +523,23 @@ class _Context:
     profile: ProfileConfig | None
     messages: list[dict[str, Any]] | None  # only with log_prompts
     holds: list[tuple[str, Budget, float]]  # budget held until the answer is booked (emptied then)
+    request: list[dict[str, Any]]  # the request's messages, in memory only: for the reward hook
+
+
+@dataclass
+class _Streamed:
+    """A stream being relayed: what came so far, and whether it was ended (booked, closed)."""
+
+    ctx: _Context
+    rec: DecisionRecord
+    up: Upstream
+    breaker: CircuitBreaker
+    response: Any
+    start: float
+    parts: list[str] = field(default_factory=list)
+    usage: Any = None
+    outcome: str = "cancelled"  # until the upstream's [DONE] ("ok") or its failure ("dropped")
+    ended: bool = False
 
 
 def _upstream_message(body: Any) -> str:

@@ -2,7 +2,7 @@
 
 Per upstream: requests by outcome, tokens by kind (prompt, completion), cost, fallbacks by cause
 (counters, ``_total``); latency of whole answers and time to first token of streams (histograms,
-``_seconds``); whether the circuit breaker is open (gauge).
+``_seconds``); whether the circuit breaker is open (gauge). Reward hook runs by outcome (counter).
 """
 
 from __future__ import annotations
@@ -44,9 +44,18 @@ class GatewayMetrics:
             registry=r,
         )
         self.budget_refusals = Counter("banditroute_gateway_budget_refusals", "Requests refused with 429", registry=r)
+        self.reward_hook = Counter(
+            "banditroute_gateway_reward_hook",
+            "Reward hook runs by outcome: accepted, duplicate, no_reward, failed, timeout, refused, skipped",
+            ["outcome"],
+            registry=r,
+        )
 
-    def answered(self, upstream: str, prompt: int, completion: int, cost: float, seconds: float) -> None:
-        self.requests.labels(upstream, "ok").inc()
+    def answered(
+        self, upstream: str, prompt: int, completion: int, cost: float, seconds: float, outcome: str = "ok"
+    ) -> None:
+        """A paid attempt: ``ok``, or a stream ``dropped`` by its upstream or ``cancelled`` by its client."""
+        self.requests.labels(upstream, outcome).inc()
         self.tokens.labels(upstream, "prompt").inc(prompt)
         self.tokens.labels(upstream, "completion").inc(completion)
         self.cost.labels(upstream).inc(cost)

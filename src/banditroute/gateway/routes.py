@@ -22,12 +22,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from banditroute.gateway.config import GatewayConfig, UpstreamConfig
-from banditroute.gateway.core import Gateway, GatewayError
+from banditroute.gateway.core import Gateway, GatewayError, Stream
 from banditroute.service.app import Extend, Serial
 from banditroute.service.auth import KeyChecker, hash_key
 from banditroute.service.router import Router
@@ -70,6 +73,22 @@ class ChatRequest(_Open):
     max_cost: Annotated[float, Field(gt=0, le=1e9)] | None = None  # banditroute's extension
 
 
+class EndingStreamingResponse(StreamingResponse):
+    """A streaming response that ends its :class:`Stream` however the request ends: finished, client gone
+    (even before the first byte, when the stream was never iterated), error or cancellation."""
+
+    def __init__(self, stream: Stream, headers: dict[str, str]) -> None:
+        super().__init__(stream, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+
 def error_response(exc: GatewayError) -> JSONResponse:
     kind = "invalid_request_error" if exc.status < 500 and exc.status != 429 else "api_error"
     body = {"error": {"message": str(exc), "type": kind, "code": exc.code}, "detail": str(exc)}
@@ -101,10 +120,11 @@ def install(app: FastAPI, gateway: Gateway, router: Router) -> None:
     async def chat(body: ChatRequest, request: Request) -> Response:
         key = KeyChecker.key_from_headers(request.headers)
         raw: dict[str, Any] = body.model_dump(exclude_none=True)
-        out, headers = await gateway.chat(raw, None if key is None else hash_key(key))
-        if isinstance(out, dict):
-            return JSONResponse(out, headers=headers)
-        return StreamingResponse(out, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        reply = await gateway.chat(raw, None if key is None else hash_key(key))
+        if isinstance(reply.body, Stream):
+            return EndingStreamingResponse(reply.body, reply.headers)
+        after = None if reply.sent is None else BackgroundTask(reply.sent)
+        return JSONResponse(reply.body, headers=reply.headers, background=after)
 
     @app.get("/v1/gateway/usage")
     async def usage(request: Request) -> JSONResponse:
