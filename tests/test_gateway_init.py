@@ -58,18 +58,32 @@ def test_quickstart_gateway_answers_the_openai_client(tmp_path: Path) -> None:
 def test_invalid_gateway_tables_are_one_line_config_errors(tmp_path: Path) -> None:
     from banditroute.core.validation import InputError
     from banditroute.gateway.config import gateway_config
+    from banditroute.gateway.reward_hook import load_callable
 
     init("gateway", tmp_path / "router.toml")
     good = (tmp_path / "router.toml").read_text()
-    for change, message in [
-        (('base_url = "http://127.0.0.1:8001/v1"', 'base_url = "not a url"'), "gateway.upstreams.0.base_url"),
-        (('api_key_env = "SMALL_API_KEY"', 'api_key_env = "sk-live key"'), "gateway.upstreams.0.api_key_env"),
-        (('name = "large"', 'name = "small"'), "upstream names must be unique"),
-        (('name = "large"', 'name = "router-x"'), "must not be 'router'"),
-        (('upstreams = ["small"]', 'upstreams = ["nope"]'), "unknown upstreams"),
-        (("input_price = 0.10", "input_price = -1"), "gateway.upstreams.0.input_price"),
+    hook = "\n[gateway.reward_hook]\n"
+    for bad, message in [
+        (good.replace('base_url = "http://127.0.0.1:8001/v1"', 'base_url = "not a url"'), "upstreams.0.base_url"),
+        (good.replace('api_key_env = "SMALL_API_KEY"', 'api_key_env = "sk-live key"'), "upstreams.0.api_key_env"),
+        (good.replace('name = "large"', 'name = "small"'), "upstream names must be unique"),
+        (good.replace('name = "large"', 'name = "router-x"'), "must not be 'router'"),
+        (good.replace('upstreams = ["small"]', 'upstreams = ["nope"]'), "unknown upstreams"),
+        (good.replace("input_price = 0.10", "input_price = -1"), "gateway.upstreams.0.input_price"),
+        (good + hook + 'callable = "judges:judge"\ncommand = ["judge"]', "exactly one of 'callable' and 'command'"),
+        (good + hook + "timeout_s = 5", "exactly one of 'callable' and 'command'"),
+        (good + hook + 'callable = "judges.judge()"', "gateway.reward_hook.callable"),
+        (good + hook + "command = []", "gateway.reward_hook.command"),
+        (good + hook + 'command = ["judge"]\ntimeout_s = 0', "gateway.reward_hook.timeout_s"),
     ]:
-        (tmp_path / "bad.toml").write_text(good.replace(*change))
+        (tmp_path / "bad.toml").write_text(bad)
         with pytest.raises(InputError, match=message) as err:
             gateway_config(load_config(tmp_path / "bad.toml"))
         assert "\n" not in str(err.value)
+    (tmp_path / "hook.toml").write_text(good + hook + 'callable = "no_such_judges:judge"')
+    hook_config = gateway_config(load_config(tmp_path / "hook.toml")).reward_hook
+    assert hook_config is not None and hook_config.callable is not None
+    with pytest.raises(InputError, match=r"reward_hook\.callable: cannot import 'no_such_judges:judge'"):
+        load_callable(hook_config.callable)
+    with pytest.raises(InputError, match="is not callable"):
+        load_callable("banditroute.gateway.reward_hook:MAX_OUTPUT")

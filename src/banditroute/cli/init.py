@@ -92,6 +92,12 @@ key_hash = "*"
 day = 10.0
 month = 200.0
 expected_requests = 1000               # per day: sets the pacing rate (budget / expected requests)
+
+# Optional: a judge that scores each finished answer, learned like POST /v1/feedback (docs/gateway.md).
+# [gateway.reward_hook]
+# command = ["python3", "judge.py"]    # the answer as JSON on stdin, a reward on stdout (or nothing)
+# # callable = "my_judges:judge"       # or a Python function (messages, completion, upstream, usage) -> reward
+# timeout_s = 10.0
 """
 
 RETRIEVAL = """
