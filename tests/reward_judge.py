@@ -6,7 +6,8 @@ completion, the upstream's name and usage); as a command, ``python reward_judge.
 reward). The reward is 1 for the upstream named ``qwen…`` and 0 for any other, unless the last
 user message holds one of these words: ``judge:none`` (no reward), ``judge:outside`` (7, outside
 the reward range), ``judge:garbage`` (not a number), ``judge:raise`` (an exception), ``judge:exit``
-(``sys.exit(3)``) or ``judge:hang`` (sleeps 4 s, past the tests' timeouts).
+(``sys.exit(3)``), ``judge:flood`` (10 MB of text) or ``judge:hang`` (sleeps 4 s, past the tests'
+timeouts).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def judge(messages: list[dict[str, Any]], completion: str, upstream: str, usage:
         return 7.0
     if "judge:garbage" in prompt:
         return "very good"
+    if "judge:flood" in prompt:
+        return "x" * 10_000_000
     if "judge:raise" in prompt:
         raise RuntimeError("the judge broke")
     if "judge:exit" in prompt:

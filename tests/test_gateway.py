@@ -308,6 +308,7 @@ def test_auth_and_bad_input_get_4xx_and_log_nothing(env: dict[str, Any]) -> None
 
 def test_metrics_per_upstream(env: dict[str, Any]) -> None:
     env["client"].chat.completions.create(model=SMALL, messages=ask("metrics"))
+    list(env["client"].chat.completions.create(model=SMALL, messages=ask("metrics"), stream=True))  # a ttft
     text = httpx.get(env["server"].url + "/metrics").text
     for series in (
         f'banditroute_gateway_requests_total{{outcome="ok",upstream="{SMALL}"}}',

@@ -165,7 +165,7 @@ def test_command_hook_reads_the_document_and_its_failures_are_one_line(env: dict
     streamed, sinfo = stream_answer(server, SMALL, "judge this stream")
     info = r.model_extra["banditroute"]
     broken = {}
-    for word in ("garbage", "exit", "hang"):
+    for word in ("garbage", "flood", "exit", "hang"):
         out = client(server).chat.completions.create(model=MID, messages=ask(f"judge:{word}"))
         broken[word] = out.model_extra["banditroute"]["event_id"]
     good = [info["event_id"], sinfo["event_id"]]
@@ -181,6 +181,7 @@ def test_command_hook_reads_the_document_and_its_failures_are_one_line(env: dict
         "status"] == "duplicate"  # fmt: skip
     text = wait_for(lambda: "timed out after 2 s" in (t := server.log_file.read_text()) and t, timeout=6.0)
     assert f"event {broken['garbage']}: the command printed 'very good', not a number" in text
+    assert f"event {broken['flood']}: the command printed more than 4096 bytes" in text
     assert f"event {broken['exit']}: the command exited with status 3 (the judge exits)" in text
     assert f"event {broken['hang']}: timed out after 2 s" in text
     assert rewards(server, list(broken.values())) == {}

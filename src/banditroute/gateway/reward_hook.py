@@ -23,6 +23,7 @@ skipped, with a log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -88,6 +89,14 @@ def as_reward(value: Any) -> float | None:
     if not math.isfinite(value):
         raise HookFailed("returned a number that is not finite")
     return float(value)
+
+
+async def _capped(pipe: asyncio.StreamReader) -> bytes:
+    """All a pipe says until it closes, of which only the first ``MAX_OUTPUT + 1`` bytes are kept."""
+    kept = bytearray()
+    while chunk := await pipe.read(65536):
+        kept += chunk[: max(0, MAX_OUTPUT + 1 - len(kept))]
+    return bytes(kept)
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -170,8 +179,18 @@ class RewardHook:
             )  # fmt: skip
         except OSError as exc:
             raise HookFailed(f"cannot run the command: {exc}") from None
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stdin = proc.stdin
+
+        async def feed() -> None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a judge need not read it all
+                stdin.write(json.dumps(done.document(), ensure_ascii=False).encode())
+                await stdin.drain()
+                stdin.close()
+
         try:
-            out, err = await proc.communicate(json.dumps(done.document(), ensure_ascii=False).encode())
+            out, err, _ = await asyncio.gather(_capped(proc.stdout), _capped(proc.stderr), feed())
+            await proc.wait()
         except BaseException:  # timed out (cancelled) or the service stops: no orphan judge
             if proc.returncode is None:
                 proc.kill()
@@ -180,9 +199,9 @@ class RewardHook:
         if proc.returncode != 0:
             tail = _one_line(err.decode(errors="replace").strip().splitlines()[-1] if err.strip() else "")
             raise HookFailed(f"the command exited with status {proc.returncode}" + (f" ({tail})" if tail else ""))
-        text = out[:MAX_OUTPUT].decode(errors="replace").strip()
         if len(out) > MAX_OUTPUT:
             raise HookFailed(f"the command printed more than {MAX_OUTPUT} bytes")
+        text = out.decode(errors="replace").strip()
         if text in ("", "null"):
             return None
         try:
