@@ -16,8 +16,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client import CollectorRegistry
 
+from banditroute.gateway.config import RewardHookConfig
 from banditroute.gateway.core import Stream
+from banditroute.gateway.metrics import GatewayMetrics
+from banditroute.gateway.reward_hook import Completion, RewardHook
 from banditroute.gateway.routes import EndingStreamingResponse
 from fake_upstream import answer_text
 from gateway_support import CLIENT_KEY, LLMS, FakeUpstream, ask, db_rows, gateway_config, learned, upstream_entry
@@ -250,3 +254,39 @@ def test_a_stream_never_iterated_is_still_ended() -> None:
     response = EndingStreamingResponse(Stream(chunks(), end), {})
     asyncio.run(response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send))
     assert log == ["ended"]
+
+
+RUNNING: list[int] = [0, 0]  # hooks running now, most at once
+
+
+def slow_judge(messages: Any, completion: str, upstream: str, usage: Any) -> float:
+    RUNNING[0] += 1
+    RUNNING[1] = max(RUNNING)
+    time.sleep(0.3 if completion == "slow" else 0.05)
+    RUNNING[0] -= 1
+    return 1.0
+
+
+def test_hooks_run_at_most_max_concurrency_at_once_and_at_most_max_pending_wait() -> None:
+    """10 completions at once on ``max_concurrency = 2``, ``max_pending = 8``: 2 skipped, 2 judges running at
+    most, one judge timed out (it sleeps 0.3 s, the timeout is 0.1 s) and the 7 others' rewards fed back."""
+    fed: list[tuple[int, float]] = []
+
+    async def feedback(event_id: int, reward: float) -> dict[str, Any]:
+        fed.append((event_id, reward))
+        return {"status": "accepted"}
+
+    async def run() -> dict[str, float]:
+        config = RewardHookConfig(callable=f"{__name__}:slow_judge", timeout_s=0.1, max_concurrency=2, max_pending=8)
+        metrics = GatewayMetrics(CollectorRegistry())
+        hook = RewardHook(config, feedback, metrics.reward_hook)
+        for i in range(10):
+            hook.submit(Completion(i, [], "slow" if i == 0 else "fast", SMALL, {}, 0.0, None))
+        await asyncio.wait_for(asyncio.gather(*hook.tasks), 5.0)
+        await hook.stop()
+        return {s.labels["outcome"]: s.value for m in metrics.reward_hook.collect() for s in m.samples
+                if s.name.endswith("_total")}  # fmt: skip
+
+    counts = asyncio.run(run())
+    assert counts == {"skipped": 2, "timeout": 1, "accepted": 7} and RUNNING[1] == 2
+    assert sorted(fed) == [(i, 1.0) for i in range(1, 8)]
