@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test bench bench-serve bench-embed bench-llm bench-two-stage lint install clean
+.PHONY: demo test bench bench-serve bench-gateway bench-embed bench-llm bench-two-stage lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(VENV)/.stamp-test+bench
 # The router service under loopback load (routes/s, p50/p99 latency with feedback interleaved).
 bench-serve: $(VENV)/.stamp-test+serve
 	$(BIN)/python -m benchmarks.bench_serve
+
+# The LLM gateway's added latency over calling an upstream directly, side by side (docs/benchmarks.md).
+bench-gateway: $(VENV)/.stamp-test+serve
+	$(BIN)/python -m benchmarks.bench_gateway
 
 # Embedding routing on real data (issue 4): reward tables for SQuAD, SciFact, Cranfield and the mixed-domain
 # stream, each from five arms (BM25 and four real embedding models; embeddings cached under ~/.cache/banditroute,

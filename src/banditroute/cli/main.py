@@ -190,6 +190,7 @@ def list_envs() -> None:
 import banditroute.twostage  # noqa: E402, F401  (registers the two-stage policy)
 from banditroute.cli import build_table as _build_table  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import embed_routing as _embed_routing  # noqa: E402, F401  (registers its commands)
+from banditroute.cli import init as _init  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import llm as _llm  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import models as _models  # noqa: E402, F401  (registers its commands)
 from banditroute.cli import serve as _serve  # noqa: E402, F401  (registers its commands)

@@ -47,6 +47,12 @@ def serve(
 
         overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
         cfg = load_config(config, server=overrides) if overrides else load_config(config)
+        extend = None
+        if cfg.gateway is not None:  # the OpenAI-compatible LLM gateway on this router (docs/gateway.md)
+            from banditroute.gateway.config import gateway_config
+            from banditroute.gateway.routes import extension
+
+            extend = extension(gateway_config(cfg))
         # The learner thread holds the GIL in short bursts; a 1 ms switch interval (default 5 ms)
         # keeps a burst from delaying a routing request by more than that.
         sys.setswitchinterval(0.001)
@@ -60,7 +66,7 @@ def serve(
             raise
         try:
             uvicorn.run(
-                create_app(cfg, router),
+                create_app(cfg, router, extend),
                 host=cfg.server.host,
                 port=cfg.server.port,
                 log_level=log_level,

@@ -15,6 +15,8 @@ endpoint                 key      does
 ``GET /v1/stats``        client   the dashboard's data
 ``GET /healthz``         none     liveness and learner state (503 when the learner stopped)
 ``GET /metrics``         none     Prometheus text format
+(extension)              ...      an extension's endpoints, e.g. the LLM gateway's
+                                  (:mod:`banditroute.gateway.routes`, installed by ``serve``)
 ``GET /``                none     the dashboard page (its data needs a client key)
 =======================  =======  ============================================================
 
@@ -40,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
@@ -144,6 +146,8 @@ def required_role(method: str, path: str) -> Role | None:
         return None
     if (method == "POST" and path == "/v1/models") or (method == "DELETE" and path.startswith("/v1/models/")):
         return Role.ADMIN
+    if method in ("POST", "DELETE") and path.startswith("/v1/gateway/upstreams"):  # the LLM gateway's admin API
+        return Role.ADMIN
     return Role.CLIENT
 
 
@@ -203,8 +207,24 @@ def _on_sighup(keys: KeyChecker) -> Callable[[], None]:
     return undo
 
 
-def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
-    """The ASGI app of one router; starting the app (lifespan) starts the router."""
+class Extension(Protocol):
+    """What an extension's installer returns: started after the router, stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+Serial = Callable[..., Awaitable[Any]]
+Extend = Callable[[FastAPI, Router, Serial], Extension]
+
+
+def create_app(config: ServiceConfig, router: Router | None = None, extend: Extend | None = None) -> FastAPI:
+    """The ASGI app of one router; starting the app (lifespan) starts the router.
+
+    ``extend(app, router, serial)`` may add endpoints before the service's own (so it may also answer
+    one of their paths) and returns an :class:`Extension`; ``serial`` runs a call on the writer thread.
+    Layers above the service use it (the LLM gateway, :mod:`banditroute.gateway.routes`)."""
     router = router or Router(config)
     board = Dashboard(router)
     keys = KeyChecker(config.auth.api_key_hashes, config.auth.admin_key_hashes, config.auth.key_file)
@@ -225,9 +245,13 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         board.start()
         hangup = _on_sighup(keys)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-writer")
+        if extension is not None:
+            await extension.start()
         try:
             yield
         finally:
+            if extension is not None:
+                await extension.stop()
             hangup()
             writer.shutdown(wait=True)  # the calls already queued finish first
             board.stop()
@@ -245,6 +269,7 @@ def create_app(config: ServiceConfig, router: Router | None = None) -> FastAPI:
         docs_url=None,  # Swagger UI loads its assets from a CDN; the OpenAPI schema stays at /openapi.json
         redoc_url=None,
     )
+    extension = None if extend is None else extend(app, router, serial)
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(Authenticate, keys=keys)  # outermost: before the body is read
 

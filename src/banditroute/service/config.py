@@ -27,7 +27,8 @@ Example (``router.toml``)::
 Relative SQLite, corpus and key-file paths are resolved against the directory of the TOML file.
 Optional tables: ``[server]`` (host, port, request-size limit), ``[embedder]`` (turns query text
 into contexts), ``[retrieval]`` (corpus and one retriever per arm, for ``POST /v1/search``) and
-``[ope]`` (the dashboard's off-policy estimates).
+``[ope]`` (the dashboard's off-policy estimates) and ``[gateway]`` (upstream LLMs behind an
+OpenAI-compatible endpoint: :mod:`banditroute.gateway.config`, docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -215,10 +216,17 @@ class ServiceConfig(_Strict):
     embedder: ComponentConfig | None = None
     retrieval: RetrievalConfig | None = None
     ope: OPEConfig = Field(default_factory=OPEConfig)
+    # The LLM gateway's table, validated by the gateway (banditroute.gateway.config, a layer above this one).
+    gateway: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceConfig:
-        if self.retrieval is not None:
+        if self.gateway is not None:
+            if self.router.models or self.retrieval is not None:
+                raise ValueError("in gateway mode the models are the [[gateway.upstreams]]; leave router.models empty")
+            if self.router.dim is None:
+                raise ValueError("gateway mode needs router.dim: the dimension of its request features")
+        elif self.retrieval is not None:
             if self.router.models:
                 raise ValueError("in retrieval mode the models are the [[retrieval.arms]]; leave router.models empty")
             if self.embedder is None:
@@ -238,13 +246,24 @@ class ServiceConfig(_Strict):
         """Models active at first start: ``router.models``, or the active retrieval arms."""
         if self.retrieval is not None:
             return [a.name for a in self.retrieval.arms if a.active]
+        if self.gateway is not None:
+            return [u["name"] for u in self.gateway_upstreams() if u.get("active", True)]
         return list(self.router.models)
+
+    def gateway_upstreams(self) -> list[dict[str, Any]]:
+        """The ``[[gateway.upstreams]]`` tables with a name (the gateway validates the rest)."""
+        ups = (self.gateway or {}).get("upstreams")
+        return (
+            [u for u in ups if isinstance(u, dict) and isinstance(u.get("name"), str)] if isinstance(ups, list) else []
+        )
 
     def capacity(self) -> int:
         """Number of policy slots: ``max_models``, default the configured models plus four."""
         if self.router.max_models is not None:
             return self.router.max_models
         declared = len(self.retrieval.arms) if self.retrieval is not None else len(self.router.models)
+        if self.gateway is not None:
+            declared = len(self.gateway_upstreams())
         return declared + 4
 
 
@@ -281,6 +300,10 @@ def parse_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] = ".") ->
     if isinstance(retrieval, dict) and isinstance(retrieval.get("corpus"), str):
         corpus = Path(retrieval["corpus"])
         raw["retrieval"] = {**retrieval, "corpus": corpus if corpus.is_absolute() else base / corpus}
+    gateway = raw.get("gateway")
+    if isinstance(gateway, dict) and isinstance(gateway.get("features"), str):
+        features = Path(gateway["features"])
+        raw["gateway"] = {**gateway, "features": features if features.is_absolute() else base / features}
     try:
         return ServiceConfig.model_validate(raw)
     except ValidationError as exc:

@@ -121,6 +121,25 @@ meta = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+# The LLM gateway's record of each attempt (one per logged decision of kind chat / fallback / forced):
+# outcome, usage and cost; prompt and completion only with `[gateway] log_prompts` (docs/gateway.md).
+attempts = sa.Table(
+    "gateway_attempts",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, sa.ForeignKey("decisions.event_id"), primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("key_hash", sa.String(80), nullable=True),
+    sa.Column("profile", sa.String(100), nullable=True),
+    sa.Column("upstream", sa.String(100), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("prompt_sha256", sa.String(80), nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("completion_tokens", sa.Integer, nullable=True),
+    sa.Column("cost", sa.Float, nullable=True),
+    sa.Column("latency_s", sa.Float, nullable=True),
+    sa.Column("prompt", sa.Text, nullable=True),
+    sa.Column("completion", sa.Text, nullable=True),
+)
 
 
 @dataclass(frozen=True)
@@ -415,6 +434,20 @@ class Storage:
             },
         )
         self.conn.commit()
+
+    @_guarded
+    def insert_attempts(self, rows: list[dict[str, Any]]) -> None:
+        """Gateway attempts (``attempts`` table; their decisions are already logged), in one commit."""
+        self.conn.execute(attempts.insert(), rows)
+        self.conn.commit()
+
+    @_guarded
+    def attempts(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Gateway attempts created at or after ``since`` (a UNIX time), in event order."""
+        stmt = sa.select(attempts).where(attempts.c.created_at >= since).order_by(attempts.c.event_id)
+        rows = [dict(r) for r in self.conn.execute(stmt).mappings()]
+        self.conn.rollback()
+        return rows
 
     @_guarded
     def _decision(self, where: Any, params: dict[str, Any]) -> tuple[DecisionRecord, FeedbackRecord | None] | None:
