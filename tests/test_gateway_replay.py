@@ -45,14 +45,16 @@ def test_replay_of_the_llmrouter_stream_reproduces_the_offline_benchmark(tmp_pat
     from banditroute.data.embedders import make_embedder
     from banditroute.llm.datasets import load_llmrouter
     from banditroute.llm.online import run_online
+    from banditroute.llm.protocols import SeedInputs, subsample
     from banditroute.policies.registry import make_policy
-    from banditroute.studies.llm_routing import LLMBenchConfig, SeedSetup, method_runs, subsample, summarise_run
+    from banditroute.studies.llm_routing import LLMBenchConfig, SeedSetup, method_runs, summarise_run
 
     data = subsample(load_llmrouter(SHARED / "llmrouter"), N_QUERIES)
     table = data.to_reward_table(CachedEmbedder(make_embedder("minilm-l6-int8"), EmbeddingCache()))
     cfg = LLMBenchConfig(families=("linucb",), mus=(0.0,), seeds=1, max_queries=N_QUERIES)
     (run,) = method_runs(cfg, data.arm_names)
-    setup = SeedSetup(0, table, cfg, data.input_tokens, data.cost_known)
+    inputs = SeedInputs(table, data.input_tokens, data.cost_known, data.queries, data.groups)
+    setup = SeedSetup(0, inputs, cfg)
     offline = []  # the benchmark's run on seed 0's stream, with RUNS draws of the policy's tie-breaking
     for r in range(RUNS):
         router = run.build(setup)
