@@ -10,6 +10,7 @@ The fake embedder and retriever are imported *by the server process* (this folde
 
 from __future__ import annotations
 
+import atexit
 import glob
 import json
 import os
@@ -78,6 +79,18 @@ def banditroute_cmd() -> list[str]:
     return [sys.executable, "-c", "from banditroute.cli.main import app; app()"]
 
 
+_STARTED: list[Server] = []  # every server process a test started (killed at exit if still running)
+
+
+def _kill_leftovers() -> None:
+    """A test that fails between ``start`` and ``stop`` leaves its server running: kill it at exit."""
+    for server in _STARTED:
+        server.kill()
+
+
+atexit.register(_kill_leftovers)
+
+
 class Server:
     """One ``banditroute serve`` process on a free loopback port."""
 
@@ -99,6 +112,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
+        _STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
