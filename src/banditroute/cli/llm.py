@@ -140,7 +140,7 @@ def _pm(mean: float, half: float) -> str:
 @app.command("llm-split")
 def llm_split(
     data: Annotated[Path, typer.Option(help="The file (or folder) to split.")],
-    out: Annotated[Path, typer.Option(help="Output folder: OUT/<seed>/train.* and test.*.")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/SEED/train.* and test.* for each seed.")],
     dataset: Annotated[str, typer.Option(help="Its format: llmrouter or paretobandit.")] = "llmrouter",
     test_frac: Annotated[float, typer.Option(help="Share of the queries for the test file.")] = 0.2,
     seeds: Annotated[str, typer.Option(help="Seeds: a count (5), a range (0-4) or a list (0,3,7).")] = "1",

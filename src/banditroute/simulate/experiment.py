@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from banditroute.core.files import TMP_GLOB, atomic_write
 from banditroute.core.validation import InputError, check_int, check_unit_interval
 from banditroute.envs.base import Environment
 from banditroute.envs.registry import ENV_REGISTRY, make_env
@@ -84,13 +85,11 @@ class Experiment:
     final_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.env not in ENV_REGISTRY:
-            raise InputError(f"unknown environment {self.env!r}; known: {', '.join(ENV_REGISTRY)}")
+        ENV_REGISTRY.lookup(self.env)
         if not self.policies:
             raise InputError("an experiment needs at least one policy")
         for p in self.policies:
-            if p.name not in REGISTRY:
-                raise InputError(f"unknown policy {p.name!r}; known: {', '.join(REGISTRY)}")
+            REGISTRY.lookup(p.name)
             if not _LABEL.match(p.key):
                 raise InputError(f"policy label {p.key!r} must be letters, digits and ._+=- only")
         keys = [p.key for p in self.policies]
@@ -177,10 +176,8 @@ def _prepare_dir(out_dir: Path, config: dict[str, Any], overwrite: bool) -> None
         raise InputError(f"{out_dir} exists, is not empty and has no config.json; choose another output directory")
     if not config_path.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = config_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        tmp.replace(config_path)
-    for stale in out_dir.glob("runs/*/.*.tmp"):  # left by an interrupted writer
+        atomic_write(config_path, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    for stale in out_dir.glob(f"runs/*/{TMP_GLOB}"):  # left by an interrupted writer
         stale.unlink()
 
 

@@ -10,7 +10,6 @@ Uses the ``[cli]`` extra (pandas/pyarrow, matplotlib, rich); the runner and metr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from banditroute.core.files import atomic_write
 from banditroute.core.validation import InputError
 from banditroute.simulate.metrics import cumulative_regret, mean_ci, moving_average, routing_shares, run_metrics
 from banditroute.simulate.runner import Trace, stack
@@ -38,9 +38,7 @@ def write_trace(trace: Trace, path: Path, meta: Mapping[str, str] | None = None)
     table = pa.table(trace.columns())
     metadata = {"seed": str(trace.seed), "seconds": repr(trace.seconds), **(meta or {})}
     table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_trace(path: Path, T: int | None = None) -> Trace:

@@ -9,11 +9,11 @@ worker processes, and returns every record: running the same command again resum
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from banditroute.core.files import TMP_GLOB, atomic_write
 from banditroute.simulate.parallel import progress_bar, unordered_map
 
 Record = dict[str, Any]
@@ -21,9 +21,7 @@ Record = dict[str, Any]
 
 def write_record(path: Path, record: Record) -> Record:
     """Write ``record`` to ``path`` atomically; return it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record)))
     return record
 
 
@@ -53,7 +51,7 @@ def run_missing(
     """
     for folder in {path.parent for path, _ in tasks}:
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(".*.tmp"):
+        for stale in folder.glob(TMP_GLOB):
             stale.unlink()
     records: list[Record] = []
     todo: list[tuple[Any, ...]] = []
