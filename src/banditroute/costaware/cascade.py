@@ -4,9 +4,9 @@ Each query is an interaction of up to ``H`` steps: pick an LLM, observe binary s
 (quality ≥ ``success``), stop on success, otherwise pick again. On a static quality table the
 evolving context is (docs/specs/llm-routing.md, multi-step; [ours])
 ``x_h = (e, h/H, one-hot of the LLMs that already failed)``
-with ``e`` the shared :class:`~banditroute.llm.features.Featurizer` contexts, and an LLM is
+with ``e`` the shared :class:`~banditroute.costaware.features.Featurizer` contexts, and an LLM is
 never called twice for one query. One disjoint LinUCB (a registry policy's maths, via
-:func:`~banditroute.llm.routers.ucb_scores`) scores every step; it learns from every call.
+:func:`~banditroute.costaware.routers.ucb_scores`) scores every step; it learns from every call.
 
 Modes:
 
@@ -32,10 +32,10 @@ import numpy as np
 
 from banditroute.core.types import Decision, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive, check_unit_interval
-from banditroute.llm.features import Featurizer
-from banditroute.llm.knapsack import best_subset
-from banditroute.llm.online import STOP, OnlineRouter, Split
-from banditroute.llm.routers import ucb_scores, warm_start
+from banditroute.costaware.features import Featurizer
+from banditroute.costaware.knapsack import best_subset
+from banditroute.costaware.online import STOP, OnlineRouter, Split
+from banditroute.costaware.routers import ucb_scores, warm_start
 from banditroute.policies.ridge import LinUCB
 
 MODES = ("greedy", "budget", "knapsack")

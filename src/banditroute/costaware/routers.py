@@ -1,7 +1,7 @@
 """Baseline routers over the registry's policies, the hindsight oracle, and helpers for ridge policies.
 
 - :class:`PolicyRouter` runs any registered policy (``fixed``, ``uniform``, ``linucb``,
-  ``egreedy``, ``hpg``, ...) on the shared :class:`~banditroute.llm.features.Featurizer`
+  ``egreedy``, ``hpg``, ...) on the shared :class:`~banditroute.costaware.features.Featurizer`
   contexts. It is cost-unaware unless ``mu > 0``: it then learns from the penalised reward
   ``quality − μ · cost / c_ref`` (MixLLM's trade-off written as a reward; ``c_ref`` = mean
   training cost of the dearest LLM), and sweeping ``μ`` traces its quality–cost curve.
@@ -20,8 +20,8 @@ import numpy as np
 
 from banditroute.core.types import BatchDecision, Decision, EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive
-from banditroute.llm.features import Featurizer
-from banditroute.llm.online import STOP, OnlineRouter, Split
+from banditroute.costaware.features import Featurizer
+from banditroute.costaware.online import STOP, OnlineRouter, Split
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
 from banditroute.policies.ridge import RidgePolicy
