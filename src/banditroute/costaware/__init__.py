@@ -14,7 +14,9 @@ Layering (imports point down):
   decision latency);
 - ``knapsack`` (online multiple-choice knapsack threshold, dual pacing, 0/1 knapsack),
   ``quality_cost`` (quality and cost relative to the best single arm, quality–cost hull, AIQ) and
-  ``features`` (shared contexts, cost estimates before the call).
+  ``features`` (shared contexts, cost estimates before the call);
+- ``tables`` (a retrieval :class:`~banditroute.envs.reward_table.RewardTable` -> a ``Split``, with
+  optional post-call features for cascades) beside the loop's ``Split`` itself.
 
 Policies come from :mod:`banditroute.policies`; this package adds only what costs and budgets
 need on top.
