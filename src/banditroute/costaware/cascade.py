@@ -201,7 +201,7 @@ class CascadeRouter(OnlineRouter):
     def _escalate(self, ucb_next: float, cost_next: float, answer: int) -> bool:
         """``stop="model"``: is the next arm's optimism worth more than the current answer plus its price?"""
         assert self._x is not None and self.answer is not None
-        q_answer = ucb_scores(self.answer, self._x)[0][answer]
+        q_answer = self.answer.means(self._x[None])[0, answer]
         return bool(ucb_next - q_answer > self.mu * cost_next / self.c_ref)
 
     def observe(self, t: int, arm: int, quality: float, cost: float) -> None:
