@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from banditroute.llm.online import Split
+from banditroute.costaware.online import Split
 
 
 class HashedBowEmbedder:

@@ -41,10 +41,10 @@ pytestmark = pytest.mark.skipif(not (SHARED / "llmrouter").is_dir(), reason="the
 
 
 def test_replay_of_the_llmrouter_stream_reproduces_the_offline_benchmark(tmp_path: Path) -> None:
+    from banditroute.costaware.online import run_online
     from banditroute.data.cache import CachedEmbedder, EmbeddingCache
     from banditroute.data.embedders import make_embedder
     from banditroute.llm.datasets import load_llmrouter
-    from banditroute.llm.online import run_online
     from banditroute.llm.protocols import SeedInputs, subsample
     from banditroute.policies.registry import make_policy
     from banditroute.studies.llm_routing import LLMBenchConfig, SeedSetup, method_runs, summarise_run

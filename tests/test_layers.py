@@ -105,3 +105,12 @@ def test_each_package_sits_on_the_lowest_floor_its_imports_allow() -> None:
     floors = floors_in_docs()
     documented = {pkg: len(floors) - i for i, floor in enumerate(floors) for pkg in floor}
     assert documented == height, f"draw the diagram from the imports: floors (1 = ground) {height}"
+
+
+def test_cost_aware_routing_sits_below_the_application_areas() -> None:
+    """``costaware`` is shared by LLM routing, the gateway and retrieval studies: it must stay below them
+    all (it imports none of them), so the routers run on any reward table (docs/architecture.md)."""
+    floors = floors_in_docs()
+    level = {pkg: len(floors) - i for i, floor in enumerate(floors) for pkg in floor}
+    assert all(level["costaware"] < level[pkg] for pkg in ("llm", "studies", "gateway"))
+    assert all(level["costaware"] > level[pkg] for pkg in ("policies", "core"))

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from banditroute.core.validation import InputError
-from banditroute.llm.cascade import CascadeRouter
-from banditroute.llm.features import CostModel, Featurizer
+from banditroute.costaware.cascade import CascadeRouter
+from banditroute.costaware.features import CostModel, Featurizer
+from banditroute.costaware.online import STOP, BudgetExceeded, OnlineRouter, Split, run_online
+from banditroute.costaware.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
 from banditroute.llm.mixllm import MixLLMRouter, QueueSim
-from banditroute.llm.online import STOP, BudgetExceeded, OnlineRouter, Split, run_online
-from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
 from llm_fakes import clustered_problem
 
 

@@ -9,8 +9,8 @@ from scipy.optimize import approx_fprime
 
 from banditroute.core.types import Decision
 from banditroute.core.validation import InputError
-from banditroute.llm.features import unit_rows
-from banditroute.llm.online import run_online
+from banditroute.costaware.features import unit_rows
+from banditroute.costaware.online import run_online
 from banditroute.llm.pilot import (
     PilotRouter,
     PriorLinUCB,

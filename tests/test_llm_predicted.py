@@ -9,9 +9,9 @@ import pytest
 from scipy.optimize import check_grad
 
 from banditroute.core.validation import InputError
+from banditroute.costaware.online import Split, run_online
+from banditroute.costaware.predicted import PredictedRouter, cross_fit, routing_score, select
 from banditroute.llm.neighbours import KNNEstimator
-from banditroute.llm.online import Split, run_online
-from banditroute.llm.predicted import PredictedRouter, cross_fit, routing_score, select
 from banditroute.llm.tasks import STRUCTURE_FEATURES, SoftmaxClassifier, TaskEstimator, structure_features
 from llm_fakes import clustered_problem
 

@@ -1,10 +1,10 @@
 """Per-API-key and per-profile budgets, per UTC day and month, paced by the LLM benchmark's dual pacer.
 
-Each (owner, period) has a :class:`~banditroute.llm.knapsack.DualPacer` over the period: budget ``B``,
+Each (owner, period) has a :class:`~banditroute.costaware.knapsack.DualPacer` over the period: budget ``B``,
 horizon ``Q`` = ``expected_requests`` per day (times the days of a month), per-request rate
 ``ρ = B / Q`` as its cost unit, started at price ``μ = 0``; every answered request charges its
 cost, and the pacer raises ``μ`` while the owner spends faster than ``ρ`` per request and lowers
-it otherwise (Balseiro, Lu & Mirrokni 2020; see :mod:`banditroute.llm.knapsack`). Admission,
+it otherwise (Balseiro, Lu & Mirrokni 2020; see :mod:`banditroute.costaware.knapsack`). Admission,
 *before* the call, of each upstream ``l`` with cost bound ``u_l`` (prompt tokens × input price +
 max output tokens × output price):
 
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from banditroute.costaware.knapsack import DualPacer
 from banditroute.gateway.config import Budget
-from banditroute.llm.knapsack import DualPacer
 
 PACE_ETA = 0.05  # dual step per request, in units of the rate ρ
 

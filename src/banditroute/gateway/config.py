@@ -6,7 +6,7 @@ Example::
     max_attempts = 3              # the first call plus at most two fallbacks
     learn_failures = false        # true: a failed attempt is fed back with the lowest reward
     log_prompts = false           # true: prompts and completions are stored (default: hash + context only)
-    features = "features.npz"     # optional fitted Featurizer (banditroute.llm.features); else the raw embedding
+    features = "features.npz"     # optional fitted Featurizer (banditroute.costaware.features); else the raw embedding
     embedder = { factory = "minilm-l6-int8" }
     embed_disk_cache = false      # true: embeddings also go through the benchmarks' on-disk cache (vectors only)
 

@@ -2,7 +2,7 @@
 
 The text of the last ``user`` message is embedded by the configured offline embedder
 (``[gateway] embedder``, e.g. ``minilm-l6-int8``, the benchmark's default) and, when ``[gateway]
-features`` names a fitted :class:`~banditroute.llm.features.Featurizer` (:func:`save_featurizer`),
+features`` names a fitted :class:`~banditroute.costaware.features.Featurizer` (:func:`save_featurizer`),
 reduced to the benchmark's contexts (unit PCA projection, cluster one-hot, bias) — so a policy
 trained offline on the benchmark's table sees the same vectors online. Embeddings are cached by
 text in an LRU of ``embed_cache`` entries (repeated prompts cost nothing). :func:`prompt_tokens`
@@ -25,9 +25,9 @@ import numpy as np
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError
+from banditroute.costaware.features import Featurizer
 from banditroute.data.interfaces import Embedder
 from banditroute.llm.datasets import estimate_tokens
-from banditroute.llm.features import Featurizer
 
 
 def save_featurizer(featurizer: Featurizer, path: str | os.PathLike[str]) -> None:

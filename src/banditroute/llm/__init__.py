@@ -1,16 +1,16 @@
-"""LLM routing with budgets: route each query to one of several LLMs, paying per call.
+"""LLM routing with budgets: LLM datasets, evaluation on unseen queries and the LLM papers' routers.
 
 Layering (imports point down):
 
-- ``pilot`` (preference prior + LinUCB + knapsack), ``mixllm`` (meta decision maker), ``cascade``
-  (multi-step greedy LinUCB) and ``routers`` (cost-unaware policies, oracle, fixed) — routers
-  that all run in the one online loop of ``online`` (budget guard, decision latency);
-- ``knapsack`` (online multiple-choice knapsack threshold, 0/1 knapsack), ``quality_cost`` (quality
-  and cost relative to the best single LLM, quality–cost hull, AIQ) and ``datasets`` (the three
-  datasets -> per-query quality and cost, then :class:`~banditroute.envs.reward_table.RewardTable`).
+- ``pilot`` (preference prior + LinUCB + knapsack) and ``mixllm`` (meta decision maker) — the
+  LLM papers' routers — and the quality estimators ``neighbours`` (per-LLM kNN) and ``tasks``
+  (task-aware) for :class:`~banditroute.costaware.predicted.PredictedRouter`;
+- ``datasets`` (the three datasets -> per-query quality and cost, then
+  :class:`~banditroute.envs.reward_table.RewardTable`), ``dedup``, ``splits`` and ``protocols``
+  (train/test files, duplicates, splits by question or task).
 
-Policies come from :mod:`banditroute.policies` (LinUCB, ridge, EXP3, log-linear PG, HPG); this
-package adds only what LLM routing needs on top: costs, budgets, priors and cascades. The
-benchmark (splits, methods, budgets, seeds -> results table, curves, AIQ) is a study:
-:mod:`banditroute.studies.llm_routing`.
+The online loop, budgets, cascades, cost-penalised policy routers and the quality–cost metrics are
+not LLM-specific and live one layer down, in :mod:`banditroute.costaware`, where retrieval tables
+use them too. The benchmark (splits, methods, budgets, seeds -> results table, curves, AIQ) is a
+study: :mod:`banditroute.studies.llm_routing`.
 """

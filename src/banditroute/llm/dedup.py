@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import connected_components
 
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
-from banditroute.llm.features import unit_rows
+from banditroute.costaware.features import unit_rows
 
 NEAR_DUPLICATE_COSINE = 0.95
 _CHUNK = 1024

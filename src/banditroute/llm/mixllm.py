@@ -1,6 +1,6 @@
 """A MixLLM-style meta decision maker (Wang et al. 2025, arXiv 2502.18482; docs/specs/llm-routing.md, MixLLM).
 
-For query embedding ``e`` (here the shared :class:`~banditroute.llm.features.Featurizer`
+For query embedding ``e`` (here the shared :class:`~banditroute.costaware.features.Featurizer`
 contexts; the paper fine-tunes BERT, which is out of scope) the score of LLM ``l`` is
 
     s_l = λ/(λ+1) · p̂_l(e) − 1/(λ+1) · ĉ_l / c_ref + α · eᵀA_l⁻¹e − β · exp(γ (w_l − ξ τ))
@@ -8,9 +8,9 @@ contexts; the paper fine-tunes BERT, which is out of scope) the score of LLM ``l
 - ``p̂_l``: a ridge quality predictor per LLM, fitted on the training split and updated online
   with each observed quality; ``A_l`` is its design matrix, so ``eᵀA_l⁻¹e`` is the uncertainty
   bonus and ``A_l ← A_l + e eᵀ`` after each call (a :class:`~banditroute.policies.ridge.LinUCB`
-  warm-started by :func:`~banditroute.llm.routers.warm_start` holds both).
+  warm-started by :func:`~banditroute.costaware.routers.warm_start` holds both).
 - ``ĉ_l``: the cost estimate — prompt tokens × price plus predicted answer length × price, i.e.
-  :class:`~banditroute.llm.features.CostModel`'s estimate; ``c_ref`` scales it to quality units.
+  :class:`~banditroute.costaware.features.CostModel`'s estimate; ``c_ref`` scales it to quality units.
 - ``w_l``: the waiting time of LLM ``l`` in a simulated queue (:class:`QueueSim`), ``τ`` the
   latency limit; the penalty grows exponentially once the wait nears ``ξ τ``.
 - Online feedback: a softmax policy over scores ``s^df_l = f^df(e)`` — the registry's log-linear
@@ -28,10 +28,10 @@ Sweeping ``λ`` traces the quality–cost curve (``λ → ∞``: quality only).
 Budgeted [ours], ``budget_rule``:
 
 - ``"dual"``: ``λ`` is not fixed but set by dual pacing — ``λ_t = 1/μ_t`` with ``μ_t`` the price
-  of cost from :class:`~banditroute.llm.knapsack.DualPacer`, started at the price that would have
+  of cost from :class:`~banditroute.costaware.knapsack.DualPacer`, started at the price that would have
   met the budget on the training split — and only LLMs whose cost bound fits the remaining
   budget are candidates.
-- ``"knapsack"``: PILOT's budget policy (:class:`~banditroute.llm.knapsack.KnapsackPacer`) on
+- ``"knapsack"``: PILOT's budget policy (:class:`~banditroute.costaware.knapsack.KnapsackPacer`) on
   MixLLM's quality predictions — an ablation that separates PILOT's predictor from its budget rule.
 """
 
@@ -44,10 +44,10 @@ import numpy as np
 from banditroute.core.sampling import softmax
 from banditroute.core.types import Decision, FloatArray
 from banditroute.core.validation import InputError, check_finite, check_int, check_positive, check_unit_interval
-from banditroute.llm.features import Featurizer
-from banditroute.llm.knapsack import ABSTAIN, DualPacer, KnapsackPacer, calibrate_price, ratio_bounds
-from banditroute.llm.online import STOP, OnlineRouter, Split
-from banditroute.llm.routers import reference_cost, ucb_scores, warm_start
+from banditroute.costaware.features import Featurizer
+from banditroute.costaware.knapsack import ABSTAIN, DualPacer, KnapsackPacer, calibrate_price, ratio_bounds
+from banditroute.costaware.online import STOP, OnlineRouter, Split
+from banditroute.costaware.routers import reference_cost, ucb_scores, warm_start
 from banditroute.policies.loglinear import LogLinearPG
 from banditroute.policies.ridge import LinUCB
 

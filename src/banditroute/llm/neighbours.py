@@ -19,7 +19,7 @@ import numpy as np
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int
-from banditroute.llm.features import unit_rows
+from banditroute.costaware.features import unit_rows
 
 WEIGHTINGS = ("uniform", "similarity")
 _CHUNK = 1024

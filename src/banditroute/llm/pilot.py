@@ -16,7 +16,7 @@ docs/specs/llm-routing.md (PILOT), step by step:
    [ours] The reward model is the cosine made affine, ``x ᵀ θ_a = s_a cos(ψ̂, θ_a) + o_a``, with
    ``(s_a, o_a)`` the least-squares fit of the training qualities — the paper's cosine score is a
    preference scale, the router needs a quality scale.
-4. **Budget**: :class:`~banditroute.llm.knapsack.KnapsackPacer` with values = LinUCB's optimistic
+4. **Budget**: :class:`~banditroute.costaware.knapsack.KnapsackPacer` with values = LinUCB's optimistic
    quality estimates (clipped to [0, 1]) and costs = the cost estimates; ``L, U`` from the
    training split's predicted-value-to-cost ratios.
 """
@@ -32,10 +32,10 @@ from scipy.optimize import minimize
 
 from banditroute.core.types import Decision, FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_positive
-from banditroute.llm.features import unit_rows
-from banditroute.llm.knapsack import ABSTAIN, KnapsackPacer, ratio_bounds
-from banditroute.llm.online import STOP, OnlineRouter, Split
-from banditroute.llm.routers import ucb_scores
+from banditroute.costaware.features import unit_rows
+from banditroute.costaware.knapsack import ABSTAIN, KnapsackPacer, ratio_bounds
+from banditroute.costaware.online import STOP, OnlineRouter, Split
+from banditroute.costaware.routers import ucb_scores
 from banditroute.policies.ridge import LinUCB
 
 EPS = 1e-12

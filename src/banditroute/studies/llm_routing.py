@@ -24,7 +24,7 @@ Methods (each a family of operating points, one curve):
 - ``cascade-greedy`` over ``H``, ``cascade-budget`` and ``cascade-knapsack`` over budgets;
 - ``knn`` / ``knn-online`` (per-LLM kNN quality estimates, :mod:`banditroute.llm.neighbours`) and
   ``task`` / ``task-online`` (soft task classifier × per-task quality, :mod:`banditroute.llm.tasks`)
-  over budgets (:class:`~banditroute.llm.predicted.PredictedRouter`): the warm start alone, and
+  over budgets (:class:`~banditroute.costaware.predicted.PredictedRouter`): the warm start alone, and
   the warm start learning online from bandit feedback; their settings (k, weighting, the
   classifier's regularisation) are chosen by 5-fold validation on the training split only.
 
@@ -48,18 +48,18 @@ import numpy as np
 
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int, check_unit_interval
-from banditroute.llm.cascade import CascadeRouter
+from banditroute.costaware.cascade import CascadeRouter
+from banditroute.costaware.features import CostModel, Featurizer
+from banditroute.costaware.online import OnlineRouter, RunRecord, Split, run_online
+from banditroute.costaware.predicted import PredictedRouter, QualityEstimator, select
+from banditroute.costaware.quality_cost import aiq, best_quality_within, hull
+from banditroute.costaware.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
 from banditroute.llm.datasets import load_llm_dataset
 from banditroute.llm.dedup import similarity_profile
-from banditroute.llm.features import CostModel, Featurizer
 from banditroute.llm.mixllm import MixLLMRouter
 from banditroute.llm.neighbours import KNNEstimator
-from banditroute.llm.online import OnlineRouter, RunRecord, Split, run_online
 from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_prior
-from banditroute.llm.predicted import PredictedRouter, QualityEstimator, select
 from banditroute.llm.protocols import Protocol, SeedInputs, embed
-from banditroute.llm.quality_cost import aiq, best_quality_within, hull
-from banditroute.llm.routers import OracleRouter, PolicyRouter, fixed_router, reference_cost
 from banditroute.llm.splits import question_split, write_split
 from banditroute.llm.tasks import TaskEstimator, structure_features
 from banditroute.studies.figures import new_figure

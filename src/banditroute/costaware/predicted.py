@@ -4,7 +4,7 @@
 LLMs whose cost bound fits what is left of the budget, where ``q̂`` comes from any
 :class:`QualityEstimator` fitted on the training split (kNN, task-aware, ...), ``ĉ`` is the
 cost estimate known before the call and ``c_ref`` the dearest LLM's mean training cost. With a
-budget, ``μ`` is set by dual pacing (:class:`~banditroute.llm.knapsack.DualPacer`, as
+budget, ``μ`` is set by dual pacing (:class:`~banditroute.costaware.knapsack.DualPacer`, as
 ``mixllm-budget``) started at the price that meets the budget on *out-of-fold* training
 predictions (in-sample kNN predictions would include the query itself); without one, ``μ = 1/λ``.
 ``learn=True`` feeds each observed quality back to the estimator (bandit feedback: the called
@@ -25,10 +25,10 @@ import numpy as np
 
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int, check_positive
-from banditroute.llm.knapsack import ABSTAIN, DualPacer, calibrate_price
-from banditroute.llm.online import STOP, OnlineRouter, Split
-from banditroute.llm.quality_cost import best_quality_within
-from banditroute.llm.routers import reference_cost
+from banditroute.costaware.knapsack import ABSTAIN, DualPacer, calibrate_price
+from banditroute.costaware.online import STOP, OnlineRouter, Split
+from banditroute.costaware.quality_cost import best_quality_within
+from banditroute.costaware.routers import reference_cost
 
 PRICES = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 121)])
 TARGETS = (0.2, 0.25, 0.3)

@@ -1,14 +1,14 @@
 """Baseline routers over the registry's policies, the hindsight oracle, and helpers for ridge policies.
 
 - :class:`PolicyRouter` runs any registered policy (``fixed``, ``uniform``, ``linucb``,
-  ``egreedy``, ``hpg``, ...) on the shared :class:`~banditroute.llm.features.Featurizer`
+  ``egreedy``, ``hpg``, ...) on the shared :class:`~banditroute.costaware.features.Featurizer`
   contexts. It is cost-unaware unless ``mu > 0``: it then learns from the penalised reward
   ``quality − μ · cost / c_ref`` (MixLLM's trade-off written as a reward; ``c_ref`` = mean
-  training cost of the dearest LLM), and sweeping ``μ`` traces its quality–cost curve.
-- :class:`OracleRouter`: the per-query best LLM in hindsight (cheapest among ties) — a reference
+  training cost of the dearest arm), and sweeping ``μ`` traces its quality–cost curve.
+- :class:`OracleRouter`: the per-query best arm in hindsight (cheapest among ties) — a reference
   that reads the hidden qualities, never a method.
 - :func:`ucb_scores` and :func:`warm_start` reuse :class:`~banditroute.policies.ridge.RidgePolicy`'s
-  own statistics, so LLM routers never re-implement ridge regression.
+  own statistics, so routers never re-implement ridge regression.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 
 from banditroute.core.types import BatchDecision, Decision, EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive
-from banditroute.llm.features import Featurizer
-from banditroute.llm.online import STOP, OnlineRouter, Split
+from banditroute.costaware.features import Featurizer
+from banditroute.costaware.online import STOP, OnlineRouter, Split
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
 from banditroute.policies.ridge import RidgePolicy
@@ -38,11 +38,15 @@ def ucb_scores(policy: RidgePolicy, x: FloatArray) -> tuple[FloatArray, FloatArr
 
 def warm_start(policy: Policy, X: FloatArray, rewards: FloatArray) -> None:
     """Feed full-information training data to ``policy``: every arm ``a`` learns ``rewards[:, a]`` on
-    every row of ``X`` (``learn_batch`` in chunks, so the update is exactly the policy's own)."""
+    every row of ``X`` — shared contexts ``(n, d)``, or per-arm ones ``(n, M, d)`` of which arm ``a``
+    learns on ``X[:, a]`` (``learn_batch`` in chunks, so the update is exactly the policy's own)."""
     X = np.asarray(X, dtype=np.float64)
     R = np.asarray(rewards, dtype=np.float64)
-    if X.ndim != 2 or R.shape != (X.shape[0], policy.n_arms):
-        raise InputError(f"warm_start needs X (n, d) and rewards (n, {policy.n_arms}), got {X.shape}, {R.shape}")
+    if X.ndim not in (2, 3) or R.shape != (X.shape[0], policy.n_arms) or (X.ndim == 3 and X.shape[1] != policy.n_arms):
+        raise InputError(
+            f"warm_start needs X (n, d) or (n, {policy.n_arms}, d) and rewards (n, {policy.n_arms}),"
+            f" got {X.shape}, {R.shape}"
+        )
     for arm in range(policy.n_arms):
         for i in range(0, X.shape[0], WARM_START_CHUNK):
             rows = slice(i, i + WARM_START_CHUNK)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from banditroute.core.validation import InputError
-from banditroute.llm.knapsack import ABSTAIN, KnapsackPacer, best_subset, ratio_bounds, threshold
+from banditroute.costaware.knapsack import ABSTAIN, KnapsackPacer, best_subset, ratio_bounds, threshold
 
 
 def test_threshold_runs_from_L_to_U_continuously_and_monotonically() -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from banditroute.core.validation import InputError
-from banditroute.llm.quality_cost import aiq, best_quality_within, hull, hull_value
+from banditroute.costaware.quality_cost import aiq, best_quality_within, hull, hull_value
 
 
 def test_hull_drops_points_below_the_envelope_and_after_the_best_quality() -> None:

@@ -1,15 +1,18 @@
-"""The online routing loop every LLM router runs in: one query at a time, bandit feedback, a budget.
+"""The online routing loop every cost-aware router runs in: one query at a time, bandit feedback, a budget.
 
-A :class:`OnlineRouter` sees a query, picks an LLM (``decide``), is told only that LLM's quality and
-cost (``observe``) and may pick again (a cascade) up to ``max_steps`` times per query, or stop.
-The loop — not the router — enforces three invariants, so no router can break them:
+The arms are LLMs or retrievers alike (a :class:`Split` from an LLM dataset or from a retrieval
+reward table, :mod:`banditroute.costaware.tables`). A :class:`OnlineRouter` sees a query, picks an
+arm (``decide``), is told only that arm's quality and cost (``observe``; what else the call revealed,
+its post-call features, it may read from the stream once the arm is called) and may pick again (a
+cascade) up to ``max_steps`` times per query, or stop. The loop — not the router — enforces three
+invariants, so no router can break them:
 
-- at most ``max_steps`` calls per query, never the same LLM twice within a query;
+- at most ``max_steps`` calls per query, never the same arm twice within a query;
 - with a budget ``B``, a call is made only if its cost bound fits what is left; otherwise the
-  loop substitutes the cheapest affordable LLM not yet called, or stops (an *override*, counted);
+  loop substitutes the cheapest affordable arm not yet called, or stops (an *override*, counted);
 - total spend never exceeds ``B`` (checked after every call: :class:`BudgetExceeded`).
 
-The answer to a query is that of the last LLM called (quality 0 when none was); its cost is the
+The answer to a query is that of the last arm called (quality 0 when none was); its cost is the
 sum over calls. Decision latency is the wall-clock time of ``decide`` calls only.
 """
 
@@ -38,10 +41,13 @@ class Split:
 
     Attributes:
         contexts: ``(n, d)`` query embeddings.
-        quality: ``(n, M)`` quality of every LLM (a router learns only the ones it calls online).
+        quality: ``(n, M)`` quality of every arm (a router learns only the ones it calls online).
         cost: ``(n, M)`` actual cost of every call.
         est_cost: ``(n, M)`` cost estimate available *before* the call.
         upper_cost: ``(n, M)`` bound on the cost used to admit a call under a budget (``>= cost``).
+        post: optional ``(n, M, p)`` post-call features: what calling arm ``m`` on query ``t``
+            reveals besides its answer (for a retriever: its list's top score, the top-1 − top-2
+            gap, ...). A router may read ``post[t, m]`` only once it has called ``m`` on ``t``.
     """
 
     contexts: FloatArray
@@ -49,6 +55,7 @@ class Split:
     cost: FloatArray
     est_cost: FloatArray
     upper_cost: FloatArray
+    post: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n, M = np.shape(self.quality)
@@ -58,6 +65,16 @@ class Split:
             if arr.shape[: len(want)] != want or arr.ndim != 2:
                 raise InputError(f"{name} must have {n} rows (and {M} columns), got {arr.shape}")
             object.__setattr__(self, name, arr)
+        if self.post is not None:
+            post = check_finite(np.asarray(self.post, dtype=np.float64), "post")
+            if post.ndim != 3 or post.shape[:2] != (n, M) or post.shape[2] < 1:
+                raise InputError(f"post must have shape ({n}, {M}, p) with p >= 1, got {post.shape}")
+            object.__setattr__(self, "post", post)
+
+    @property
+    def n_post(self) -> int:
+        """``p``: post-call features per arm (0 without any)."""
+        return 0 if self.post is None else int(self.post.shape[2])
 
     @property
     def n_rows(self) -> int:
@@ -76,12 +93,13 @@ class OnlineRouter(ABC):
 
     def start(self, stream: Split, budget: float | None) -> None:
         """Called once before the first query with the whole stream (routers may precompute
-        per-query features; they must not read ``quality`` or ``cost``) and the budget."""
+        per-query features; they must not read ``quality`` or ``cost``, nor ``post`` of an arm before
+        calling it) and the budget."""
         return None
 
     @abstractmethod
     def decide(self, t: int, called: Sequence[int], rng: np.random.Generator) -> int:
-        """The LLM to call next for query ``t`` (``called``: LLMs already called for it), or :data:`STOP`."""
+        """The arm to call next for query ``t`` (``called``: arms already called for it), or :data:`STOP`."""
 
     def observe(self, t: int, arm: int, quality: float, cost: float) -> None:
         """Feedback of the call just made: the answer's quality and its cost."""
@@ -93,11 +111,11 @@ class RunRecord:
     """Per-query outcome of one run over a stream of ``n`` queries.
 
     Attributes:
-        answer: LLM whose answer was returned (``-1`` if none was called).
+        answer: arm whose answer was returned (``-1`` if none was called).
         quality: quality of the returned answer.
         cost: total cost of the query's calls.
         n_calls: calls made for the query.
-        best: the per-query oracle quality (best LLM in hindsight), for regret.
+        best: the per-query oracle quality (best arm in hindsight), for regret.
         decide_seconds: time spent in ``decide`` for the query.
         overrides: calls the budget guard had to replace or refuse.
         budget: the budget of the run (``None``: unlimited).
