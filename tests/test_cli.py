@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
@@ -12,6 +13,7 @@ from banditroute.cli.app import parse_options, parse_policy_options, parse_value
 from banditroute.cli.main import app, demo_policies
 from banditroute.core.validation import InputError
 from banditroute.envs.registry import ENV_REGISTRY
+from banditroute.envs.reward_table import RewardTable
 from banditroute.policies.registry import REGISTRY
 
 runner = CliRunner()
@@ -114,10 +116,30 @@ def test_demo_includes_every_hpg_variant(tmp_path) -> None:
     assert [n for n in REGISTRY if n.startswith("hpg")] == [n for n in names if n.startswith("hpg")]
     assert {"uniform", "linucb", "loglinear"} <= set(names)
     out = tmp_path / "demo"
-    result = invoke("demo", "--out", str(out), "-T", "60", "--seeds", "1", "--jobs", "1", "-q")
+    result = invoke("demo", "--synthetic", "--out", str(out), "-T", "60", "--seeds", "1", "--jobs", "1", "-q")
     assert result.exit_code == 0, result.output
     assert (out / "regret.png").is_file()
     assert list(pd.read_csv(out / "summary.csv")["policy"]) == names
     config = json.loads((out / "config.json").read_text())["experiment"]
     assert config["env"] == "lowrank" and config["env_options"]["dim"] == 32
     assert config["env_options"]["queries"] == "clustered"
+
+
+def test_real_data_demo_on_a_given_table(tmp_path) -> None:
+    """The real-data demo's comparison on a small table with pipeline arms (the shipped one: test_demo_table)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    R = np.clip(rng.normal([0.5, 0.4, 0.6], 0.1, size=(n, 3)), 0, 1)
+    C = np.tile([0.001, 0.05, 0.051], (n, 1))
+    names = ("bm25", "dense", "cvx(bm25,dense;w=0.5)")
+    table = RewardTable(rng.normal(size=(n, 5)), R, C, arm_names=names, reward_range=(0.0, 1.0))
+    path = table.save(tmp_path / "t.npz")
+    out = tmp_path / "demo"
+    result = invoke("demo", "--table", str(path), "--out", str(out), "--seeds", "2", "--jobs", "1", "-q")
+    assert result.exit_code == 0, result.output
+    for words in ("per-query oracle", "best fixed arm:", "best single retriever:", "linucb", "% of best fixed"):
+        assert words in result.output
+    summary = pd.read_csv(out / "shuffle" / "summary.csv").set_index("policy")
+    assert summary.loc["best-fixed", "share_cvx(bm25,dense;w=0.5)"] == 1.0
+    assert summary.loc["best-single-retriever", "share_bm25"] == 1.0
+    assert (out / "demo.png").is_file() and (out / "shuffle" / "summary.csv").is_file()

@@ -303,3 +303,36 @@ def test_build_table_cli(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "unknown embedding model 'nope'" in bad.output
     missing = build(dataset="cranfield")
     assert missing.exit_code == 2 and "cran.all.1400 not found" in missing.output
+
+
+def test_pipeline_arms_derive_from_component_lists(squad, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from banditroute.data.pipelines import RankedLists, convex_parts, fuse, parse_pipelines
+    from banditroute.data.retrievers import DenseRetriever
+
+    arms = parse_pipelines("good,bad,cvx(good,bad;w=0.25),rrf(good,bad;k=1),rerank(good,hash16;n=3)")
+    good, bad = OverlapRetriever("good"), OverlapRetriever("bad", reverse=True)
+    dense = DenseRetriever(HashEmbedder())
+    table = build_reward_table(squad, [good, bad, dense], "rr", 2, pipelines=arms, depth=4, cache_dir=tmp_path)
+    assert table.arm_names == tuple(a.name for a in arms)
+    assert good.searched == bad.searched == 5  # each component searched once, not once per arm
+    n_docs = len(squad.documents)
+    lists = {}
+    for name, retriever in (("good", OverlapRetriever("good")), ("bad", OverlapRetriever("bad", reverse=True))):
+        retriever.index(squad.documents)
+        lists[name] = RankedLists(*retriever.search(squad.queries, 4))
+    judgements = Judgements.from_qrels(squad.query_ids, squad.doc_ids, squad.qrels)
+    positions, _ = fuse(convex_parts([lists["good"], lists["bad"]], [0.75, 0.25], "minmax"), n_docs, 2)
+    np.testing.assert_array_equal(table.rewards[:, 2], score("rr", positions, judgements))
+    np.testing.assert_array_equal(table.rewards[:, 0], score("rr", lists["good"].positions[:, :2], judgements))
+    costs = table.costs
+    assert costs is not None
+    assert np.all(costs[:, 2] >= costs[:, 0] + costs[:, 1])  # a fusion pays for both of its components
+    assert np.all(costs[:, 4] >= costs[:, 0])  # re-scoring pays the first stage
+    assert table.post_features is not None and table.post_features.shape == (5, 5, 3)
+    assert table.metadata["depth"] == 4 and table.metadata["post_features"][0] == "top_score"
+    table.save(tmp_path / "t.npz")
+    back = RewardTable.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(back.post_features, table.post_features)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(back.subset(np.array([1, 3])).post_features, table.post_features[[1, 3]])  # type: ignore[index]
+    with pytest.raises(InputError, match="need retrievers"):
+        build_reward_table(squad, [good], "rr", 2, pipelines=arms)

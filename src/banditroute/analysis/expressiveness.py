@@ -168,7 +168,7 @@ class ExpressivenessResult:
     best_single_reward: float = 0.0
 
 
-def _select(
+def fit_selected(
     kind: str, X: FloatArray, R: FloatArray, lams: Sequence[float], rank: int, seed: int, max_iter: int
 ) -> FittedPolicy:
     """Fit on 80% of the train split for each λ, keep the λ with the smallest validation gap, refit on all of it."""
@@ -213,7 +213,7 @@ def class_expressiveness(
     per_query: dict[str, FloatArray] = {}
     chosen: dict[str, dict[str, float]] = {}
     for kind in CLASSES:
-        fitted = _select(kind, X[tr], R[tr], lams, rank, seed, max_iter)
+        fitted = fit_selected(kind, X[tr], R[tr], lams, rank, seed, max_iter)
         per_query[kind] = gap(fitted.probs(X[te]), R[te])
         chosen[kind] = {"lam": fitted.lam, "rank": float(fitted.rank)}
     boot = rng.integers(0, len(te), size=(n_boot, len(te)))

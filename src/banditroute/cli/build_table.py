@@ -87,8 +87,14 @@ def build_table(
         ),
     ] = None,
     models: Annotated[
-        str, typer.Option(help="Comma-separated arms: bm25 and/or embedding models (see `banditroute models`).")
+        str,
+        typer.Option(
+            help="Comma-separated arms: bm25, embedding models (see `banditroute models`) and pipelines over them: "
+            "rrf(a,b;k=60), cvx(a,b;w=0.4;norm=minmax) (w: weight of the last), rerank(P,model;n=100). "
+            "Quote the list in a shell."
+        ),
     ] = "bm25,minilm-l6-int8,glove-50",
+    depth: Annotated[int, typer.Option(help="Results per retriever from which fusions are derived.")] = 100,
     context: Annotated[
         str, typer.Option(help="Embedding model whose query embedding is the router context, or 'none'.")
     ] = "minilm-l6",
@@ -113,7 +119,10 @@ def build_table(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the headroom CIs.")] = 1000,
     quiet: QuietOpt = False,
 ) -> None:
-    """Build a reward table: every model's retrieval quality on every query, with router contexts and costs.
+    """Build a reward table: every arm's retrieval quality on every query, with router contexts and costs.
+
+    An arm is a retriever or a pipeline of retrievers (fusion, re-scoring); each retriever searches
+    once and every pipeline is derived from its lists, so many fusions cost little more than one.
 
     Example: `banditroute build-table --dataset squad --data-dir ../shared/data/squad
     --models bm25,minilm-l6-int8,glove-50 --context minilm-l6 --features length,bm25 --metric rr
@@ -123,6 +132,7 @@ def build_table(
     from banditroute.analysis.headroom import routing_headroom
     from banditroute.data.cache import default_cache_dir
     from banditroute.data.datasets import load_dataset
+    from banditroute.data.pipelines import parse_pipelines
     from banditroute.data.table_builder import build_reward_table
 
     with user_errors():
@@ -131,15 +141,14 @@ def build_table(
             options["splits"] = _names(split, "--split")
         if dataset == "mixed":
             options["parts"] = _names(parts, "--parts")
-        arms = _names(models, "--models")
-        if not arms:
-            raise InputError("--models is empty")
+        arms = parse_pipelines(models)
+        components = list(dict.fromkeys(m for arm in arms for m in arm.models))
         feature_names = _names(features, "--features")
         if out.suffix != ".npz":
             raise InputError(f"--out must end in .npz, got {out}")
         data = load_dataset(dataset, data_dir, max_queries=max_queries, seed=seed, **options)
         cache = cache_dir or default_cache_dir()
-        retrievers, encoder, lexical = _models(arms, context, cache, progress=not quiet)
+        retrievers, encoder, lexical = _models(components, context, cache, progress=not quiet)
         if lexical is None and {"bm25", "lexical"} & set(feature_names):
             from banditroute.data.retrievers import BM25Retriever
 
@@ -149,6 +158,8 @@ def build_table(
             retrievers,
             metric,
             k,
+            pipelines=arms,
+            depth=depth,
             context=encoder,
             features=feature_names,
             lexical=lexical,

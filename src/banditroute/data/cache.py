@@ -241,3 +241,12 @@ class CachedEmbedder:
 
     def seconds_per_text(self, role: Role) -> float | None:
         return self.cache.seconds_per_text(self.inner, role)
+
+    def time_queries(self, texts: Sequence[str]) -> float:
+        """Seconds per text to encode ``texts`` as queries with the model itself, bypassing the cache
+        (what serving these queries costs; the cache's own timing averages every text it ever encoded)."""
+        if not texts:
+            return 0.0
+        start = time.perf_counter()
+        self.inner.encode_queries(texts)
+        return (time.perf_counter() - start) / len(texts)

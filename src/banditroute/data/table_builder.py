@@ -8,10 +8,11 @@ scores the list (:mod:`banditroute.data.relevance`), giving
 - **rewards** ``n × M`` in ``[0, 1]``: the metric of every model on every query,
 - **costs** ``n × M``: measured seconds per query: encoding the query plus searching the index.
   Search is timed over chunks of :data:`CHUNK` queries (shared equally within a chunk). A dense
-  arm whose embedder records encode times in the embedding cache (``seconds_per_text``) has its
-  queries encoded first and is charged the cache's measured mean encode time per query, so a
-  re-run served from the cache still reports the real encode cost; other arms' encoding happens
-  inside the timed search,
+  arm over a cached embedder has its queries encoded (or read from the cache) first and is charged
+  the encode time per query measured on :data:`ENCODE_SAMPLE` of *these* queries encoded afresh
+  by the model itself (a cache-wide mean would mix in other collections' texts, e.g. long LLM
+  prompts), so a run served from the cache still costs the real encoding; other arms' encoding
+  happens inside the timed search. Each run's costs are saved with its results,
 - **contexts** ``n × d``: the router's view of the query (see :func:`query_features`): the
   query embedding of a reference encoder (unit norm), optionally followed by cheap standardised
   features,
@@ -48,10 +49,12 @@ from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int
 from banditroute.data.datasets.mixed import MixedDataset, parts_of
 from banditroute.data.interfaces import Embedder, RetrievalDataset, Retriever
+from banditroute.data.pipelines import DEPTH, POST_FEATURES, Pipeline, RankedLists, parse_pipeline, run_pipeline
 from banditroute.data.relevance import METRICS, Judgements, score
 from banditroute.envs.reward_table import RewardTable
 
 CHUNK = 64  # queries per timed search call
+ENCODE_SAMPLE = 128  # queries encoded afresh to measure a dense arm's encode cost
 QUESTION_WORDS = ("what", "who", "when", "where", "which", "why", "how")
 FEATURES = ("length", "bm25", "lexical", "qword", "domain")
 _TOKEN = re.compile(r"\w+")
@@ -167,14 +170,15 @@ def retrieve(
 
 def _encode_queries_first(retriever: Retriever, queries: Sequence[str]) -> float:
     """For a dense arm over a cached embedder: encode (or look up) its queries now and return the
-    cache's measured encode seconds per query; 0 for any other arm (encoding is inside ``search``)."""
+    encode seconds per query measured on an evenly spaced sample of them; 0 for any other arm
+    (its encoding happens inside ``search``)."""
     embedder = getattr(retriever, "embedder", None)
-    measured = getattr(embedder, "seconds_per_text", None)
-    if embedder is None or not callable(measured):
+    timer = getattr(embedder, "time_queries", None)
+    if embedder is None or not callable(timer):
         return 0.0
     embedder.encode_queries(queries)
-    per_text = measured("query")
-    return 0.0 if per_text is None else float(per_text)
+    step = max(1, len(queries) // ENCODE_SAMPLE)
+    return float(timer(list(queries[::step][:ENCODE_SAMPLE])))
 
 
 def cached_retrieve(
@@ -274,6 +278,8 @@ def build_reward_table(
     metric: str = "ndcg",
     k: int = 10,
     *,
+    pipelines: Sequence[Pipeline] | None = None,
+    depth: int = DEPTH,
     context: Embedder | None = None,
     features: Sequence[str] = (),
     lexical: Retriever | None = None,
@@ -281,34 +287,53 @@ def build_reward_table(
     progress: bool = False,
     extra_metadata: dict[str, Any] | None = None,
 ) -> RewardTable:
-    """The reward table of ``retrievers`` (the arms, in order) on ``dataset``.
+    """The reward table of ``pipelines`` (the arms, in order; default: each retriever alone) on ``dataset``.
 
     Args:
         dataset: one dataset, or a :class:`MixedDataset` (each query retrieved in its own corpus).
-        retrievers: the arms; distinct names.
+        retrievers: the components, distinct names: every retriever and re-scoring model the
+            pipelines name (:mod:`banditroute.data.pipelines`); re-scoring models are dense retrievers.
         metric: a key of :data:`banditroute.data.relevance.METRICS` (``ndcg``, ``rr``, ``hit``, ``recall``).
         k: list length scored.
+        pipelines: the arms; ``None``: one arm per retriever.
+        depth: results per component from which fusions are derived (top ``depth``, capped at the
+            corpus size); single-retriever arms only need ``k``.
         context: reference encoder whose query embedding is the router context; ``None`` for none.
         features: cheap query features appended to the context (:func:`query_features`), standardised
             (:func:`standardise`). With neither ``context`` nor ``features`` the context is a constant 1.
         lexical: the retriever whose scores give the ``bm25`` feature (and, through its
             ``query_stats(queries) -> (names, values)`` method, the ``lexical`` feature); default:
-            the arm named ``bm25``.
+            the retriever named ``bm25``.
         cache_dir: folder for resumable per-(retriever, domain) results; ``None`` keeps nothing.
         progress: show progress bars (rich).
         extra_metadata: merged into the table's provenance metadata.
+
+    Besides rewards and costs the table holds each arm's post-retrieval features
+    (:data:`~banditroute.data.pipelines.POST_FEATURES` of its final list, z-scored per arm over the
+    table) for cascades that decide whether to escalate after a cheap first stage.
     """
     k = check_int(k, "k")
+    depth = check_int(depth, "depth")
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     if not retrievers:
         raise InputError("give at least one retriever (arm)")
-    names = [r.name for r in retrievers]
-    if len(set(names)) != len(names):
-        raise InputError(f"retriever names must be distinct, got {names}")
+    by_name = {r.name: r for r in retrievers}
+    if len(by_name) != len(retrievers):
+        raise InputError(f"retriever names must be distinct, got {[r.name for r in retrievers]}")
+    arms = list(pipelines) if pipelines is not None else [parse_pipeline(r.name) for r in retrievers]
+    names = [a.name for a in arms]
+    if not arms or len(set(names)) != len(names):
+        raise InputError(f"give at least one arm, with distinct names; got {names}")
+    missing = sorted({m for a in arms for m in a.models} - set(by_name))
+    if missing:
+        raise InputError(f"the arms need retrievers {missing}, which were not given")
+    first_stage = [by_name[n] for n in dict.fromkeys(n for a in arms for n in a.retrievers)]
+    rescoring = {a.model: by_name[a.model] for a in _reranks(arms)}
+    deep = any(a.kind != "single" for a in arms)
     features = list(features)
     if {"bm25", "lexical"} & set(features) and lexical is None:
-        lexical = next((r for r in retrievers if r.name == "bm25"), None)
+        lexical = by_name.get("bm25")
         if lexical is None:
             raise InputError("the bm25/lexical features need a BM25 arm (named 'bm25') or lexical=<a BM25 retriever>")
     if "lexical" in features and not callable(getattr(lexical, "query_stats", None)):
@@ -321,21 +346,27 @@ def build_reward_table(
 
     queries = [q for p in parts for q in p.queries]
     n = len(queries)
-    rewards = np.empty((n, len(retrievers)))
-    costs = np.empty((n, len(retrievers)))
-    index_seconds: dict[str, dict[str, float]] = {name: {} for name in names}
+    rewards = np.empty((n, len(arms)))
+    costs = np.empty((n, len(arms)))
+    post = np.empty((n, len(arms), len(POST_FEATURES)))
+    index_seconds: dict[str, dict[str, float]] = {r.name: {} for r in first_stage}
     lexical_scores: list[FloatArray] = []
     stat_names: list[str] = []
     stat_values: list[FloatArray] = []
-    searchers = list(retrievers) + ([lexical] if lexical is not None and lexical not in retrievers else [])
+    searchers = first_stage + ([lexical] if lexical is not None and lexical not in first_stage else [])
     with _progress(progress) as bar:
         offset = 0
         for part in parts:
             judgements = Judgements.from_qrels(part.query_ids, part.doc_ids, part.qrels)
             rows = slice(offset, offset + len(part.queries))
+            n_docs = len(part.documents)
+            want = min(max(k, depth) if deep else k, n_docs)
+            lists: dict[str, RankedLists] = {}
+            seconds: dict[str, FloatArray] = {}
             for retriever in searchers:
                 advance = bar(f"{retriever.name} on {part.name}", len(part.queries))
-                run, fresh = cached_retrieve(retriever, part, max(k, 2) if retriever is lexical else k, cache, advance)
+                top = max(want, 2) if retriever is lexical else want
+                run, fresh = cached_retrieve(retriever, part, min(top, n_docs), cache, advance)
                 if retriever is lexical:
                     lexical_scores.append(run.scores)
                     if "lexical" in features:
@@ -345,11 +376,18 @@ def build_reward_table(
                         keep = [j for j, s in enumerate(stat_names) if s not in ("bm25_top", "bm25_gap")]
                         stat_names = [stat_names[j] for j in keep]
                         stat_values.append(np.asarray(values, dtype=np.float64)[:, keep])
-                if retriever in retrievers:
-                    m = names.index(retriever.name)
-                    rewards[rows, m] = score(metric, run.positions[:, :k], judgements)
-                    costs[rows, m] = run.seconds
+                if retriever in first_stage:
+                    lists[retriever.name] = RankedLists(run.positions[:, :want], run.scores[:, :want])
+                    seconds[retriever.name] = run.seconds
                     index_seconds[retriever.name][part.name] = run.index_seconds
+            rescorers = {}
+            for model, retriever in rescoring.items():
+                rescorers[model], seconds[f"encode:{model}"] = _rescorer(retriever, part)
+            for m, arm in enumerate(arms):
+                result = run_pipeline(arm, lists, seconds, n_docs, k, rescorers)
+                rewards[rows, m] = score(metric, result.positions, judgements)
+                costs[rows, m] = result.seconds
+                post[rows, m] = result.post
             offset += len(part.queries)
 
         groups = _groups(dataset)
@@ -371,6 +409,8 @@ def build_reward_table(
         if raw.shape[1]:
             blocks.append(scaled)
         contexts = np.hstack(blocks) if blocks else np.ones((n, 1))
+    post_mean, post_std = column_moments(post.reshape(n, -1))
+    post = ((post.reshape(n, -1) - post_mean) / post_std).reshape(post.shape)
 
     meta = {
         "kind": "retrieval-routing",
@@ -380,6 +420,9 @@ def build_reward_table(
         "metric": metric,
         "k": k,
         "arms": names,
+        "components": [r.name for r in first_stage] + [m for m in rescoring if m not in index_seconds],
+        "depth": depth if deep else k,
+        "post_features": list(POST_FEATURES),
         "context": {
             "encoder": None if context is None else context.name,
             "encoder_dim": None if context is None else int(getattr(context, "dim", 0)),
@@ -389,8 +432,9 @@ def build_reward_table(
             "feature_scale": scale,
             "lexical": None if lexical is None else lexical.name,
         },
-        "costs": "seconds per query: query encoding (the embedding cache's measured mean for cached dense arms) "
-        f"+ wall time of Retriever.search over chunks of {CHUNK} queries / chunk size",
+        "costs": "seconds per query, summed over a pipeline's components: query encoding (the embedding cache's "
+        f"measured mean for cached dense retrievers) + wall time of Retriever.search over chunks of {CHUNK} "
+        "queries / chunk size; plus the pipeline's own measured fusion / re-scoring time",
         "index_seconds": index_seconds,
         "groups": "domain" if mixed else ("topic" if groups is not None else None),
         "versions": _versions(),
@@ -406,7 +450,37 @@ def build_reward_table(
         reward_range=(0.0, 1.0),
         groups=groups,
         row_ids=tuple(row_ids),
+        post_features=post,
     )
+
+
+def _reranks(arms: Sequence[Pipeline]) -> Iterator[Pipeline]:
+    """Every re-scoring stage among ``arms`` (nested first stages included)."""
+    for arm in arms:
+        while arm is not None:
+            if arm.kind == "rerank":
+                yield arm
+            arm = arm.first  # type: ignore[assignment]
+
+
+def _rescorer(retriever: Retriever, part: RetrievalDataset) -> tuple[Callable[[IntArray], FloatArray], FloatArray]:
+    """Cosine scores of candidate positions by ``retriever``'s embedder, and its query-encoding seconds per query.
+
+    The document and query vectors come from the embedder (through its cache); the cost charged is
+    the embedding cache's measured encode time per query (0 for an embedder that records none).
+    """
+    embedder = getattr(retriever, "embedder", None)
+    if embedder is None:
+        raise InputError(f"re-scoring needs an embedding model; {retriever.name!r} is not one")
+    docs = np.asarray(embedder.encode_documents(part.documents), dtype=np.float64)
+    per_text = _encode_queries_first(retriever, part.queries)
+    q = np.asarray(embedder.encode_queries(part.queries), dtype=np.float64)
+
+    def rescore(positions: IntArray) -> FloatArray:
+        out: FloatArray = np.einsum("nd,nld->nl", q, docs[np.maximum(positions, 0)])
+        return out
+
+    return rescore, np.full(len(part.queries), per_text)
 
 
 def _groups(dataset: RetrievalDataset | MixedDataset) -> tuple[str, ...] | None:

@@ -70,6 +70,9 @@ class RewardTable:
         groups: optional label per row (e.g. the query's topic or domain), for adversarial orders
             that serve one group after another (``RewardTableEnv(clusters="groups")``).
         row_ids: optional unique id per row (e.g. the query id), to trace a row back to its source.
+        post_features: optional ``(n, M, p)`` features a system learns only after running model
+            ``m`` on query ``t`` (e.g. a retrieval pipeline's top score and score gap), for cascades
+            that decide whether to escalate (:mod:`banditroute.costaware`); names in ``metadata``.
     """
 
     contexts: FloatArray
@@ -80,6 +83,7 @@ class RewardTable:
     reward_range: tuple[float, float] | None = None
     groups: tuple[str, ...] | None = None
     row_ids: tuple[str, ...] | None = None
+    post_features: FloatArray | None = None
 
     def __post_init__(self) -> None:
         contexts = _frozen_matrix(self.contexts, "contexts", (None, None))
@@ -121,7 +125,10 @@ class RewardTable:
         if row_ids is not None and len(set(row_ids)) != n:
             raise InputError("row_ids must be unique")
 
+        post = None if self.post_features is None else _frozen_post(self.post_features, n, M)
+
         for name, value in [
+            ("post_features", post),
             ("contexts", contexts),
             ("rewards", rewards),
             ("costs", costs),
@@ -172,6 +179,7 @@ class RewardTable:
             reward_range=self.reward_range,
             groups=None if self.groups is None else tuple(self.groups[i] for i in arr),
             row_ids=None if self.row_ids is None else tuple(self.row_ids[i] for i in arr),
+            post_features=None if self.post_features is None else self.post_features[arr],
         )
 
     def split(self, frac: float, seed: int = 0) -> tuple[RewardTable, RewardTable]:
@@ -196,10 +204,13 @@ class RewardTable:
             "has_costs": self.costs is not None,
             "has_groups": self.groups is not None,
             "has_row_ids": self.row_ids is not None,
+            "has_post_features": self.post_features is not None,
         }
         arrays = {"header": np.array(json.dumps(header)), "contexts": self.contexts, "rewards": self.rewards}
         if self.costs is not None:
             arrays["costs"] = self.costs
+        if self.post_features is not None:
+            arrays["post_features"] = self.post_features
         for key in ("groups", "row_ids"):
             labels = getattr(self, key)
             if labels is not None:
@@ -235,6 +246,7 @@ class RewardTable:
                 costs = npz["costs"] if header["has_costs"] else None
                 groups = tuple(npz["groups"].tolist()) if header.get("has_groups") else None
                 row_ids = tuple(npz["row_ids"].tolist()) if header.get("has_row_ids") else None
+                post = npz["post_features"] if header.get("has_post_features") else None
             return cls(
                 contexts=contexts,
                 rewards=rewards,
@@ -244,11 +256,25 @@ class RewardTable:
                 reward_range=None if header["reward_range"] is None else tuple(header["reward_range"]),
                 groups=groups,
                 row_ids=row_ids,
+                post_features=post,
             )
         except InputError as exc:
             raise InputError(f"cannot load reward table {path}: {exc}") from None
         except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
             raise InputError(f"cannot load reward table {path}: corrupted or not a reward table ({exc!r})") from None
+
+
+def _frozen_post(a: Any, n: int, M: int) -> FloatArray:
+    """A read-only finite float64 copy of an ``(n, M, p)`` array."""
+    try:
+        arr = np.array(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("post_features must be a numeric 3-D array") from None
+    if arr.ndim != 3 or arr.shape[:2] != (n, M):
+        raise InputError(f"post_features must have shape ({n}, {M}, p), got {arr.shape}")
+    check_finite(arr, "post_features")
+    arr.flags.writeable = False
+    return arr
 
 
 def _row_labels(labels: Any, name: str, n: int) -> tuple[str, ...] | None:

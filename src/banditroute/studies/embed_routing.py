@@ -31,15 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from banditroute.analysis.expressiveness import ExpressivenessResult, class_expressiveness
 from banditroute.analysis.headroom import Headroom, routing_headroom
-from banditroute.core.scaling import column_moments
-from banditroute.core.types import FloatArray
+from banditroute.core.scaling import project_contexts
 from banditroute.core.validation import InputError, check_int
 from banditroute.envs.reward_table import RewardTable
 from banditroute.simulate.experiment import Experiment, ExperimentResult, PolicyRun, run_experiment
+from banditroute.studies.pipeline_routing import (
+    WARMUP,
+    PolicyOutcome,
+    References,
+    pipeline_summary,
+    reference_runs,
+)
 
 ORDERS = ("shuffle", "blocks")
 DEFAULT_POLICIES: tuple[PolicyRun, ...] = (
@@ -53,33 +57,15 @@ DEFAULT_POLICIES: tuple[PolicyRun, ...] = (
 )
 
 
-def project_contexts(contexts: FloatArray, dim: int) -> FloatArray:
-    """Standardise, keep the top ``dim`` principal components, append a constant, scale rows to unit norm.
-
-    The constant feature gives the ridge policies (LinUCB, ε-greedy), which fit no intercept, a
-    per-model bias: without it a zero-mean context cannot express "model m is better on average",
-    and LinUCB lost 0.1 of average reward to the best single model on SQuAD for that reason alone.
-    """
-    X = np.asarray(contexts, dtype=np.float64)
-    dim = check_int(dim, "context_dim")
-    mean, std = column_moments(X)
-    Z = (X - mean) / std
-    if dim < Z.shape[1]:
-        _, _, Vt = np.linalg.svd(Z, full_matrices=False)
-        Z = Z @ Vt[:dim].T
-    norms = np.linalg.norm(Z, axis=1, keepdims=True)
-    Z = Z / np.where(norms > 1e-12, norms, 1.0)
-    out: FloatArray = np.hstack([Z, np.ones((Z.shape[0], 1))]) / np.sqrt(2.0)
-    return out
-
-
 @dataclass
 class EmbedRoutingResult:
     table: str
     n_queries: int
     headroom: Headroom
-    expressiveness: ExpressivenessResult
+    expressiveness: ExpressivenessResult | None
     online: dict[str, ExperimentResult]
+    references: References
+    outcomes: dict[str, list[PolicyOutcome]]
 
 
 def prepare(table_path: Path, out_dir: Path, context_dim: int) -> tuple[Path, RewardTable]:
@@ -107,6 +93,7 @@ def prepare(table_path: Path, out_dir: Path, context_dim: int) -> tuple[Path, Re
         reward_range=reward_range,
         groups=table.groups,
         row_ids=table.row_ids,
+        post_features=table.post_features,
     )
     new.save(projected)
     return projected, new
@@ -124,6 +111,7 @@ def run_embed_routing(
     n_clusters: int = 8,
     jobs: int = -1,
     progress: bool = True,
+    expressiveness: bool = True,
     expressiveness_options: dict[str, Any] | None = None,
 ) -> EmbedRoutingResult:
     """Headroom, class expressiveness and online runs for one table; everything lands under ``out_dir``."""
@@ -134,8 +122,13 @@ def run_embed_routing(
         raise InputError(f"orders must be a non-empty subset of {ORDERS}, got {list(orders)}")
     path, table = prepare(table_path, out_dir, context_dim)
     room = routing_headroom(table)
-    expr = class_expressiveness(table.contexts, table.rewards, **(expressiveness_options or {}))
-    runs = (*policies, PolicyRun("fixed", {"arm": room.best_arm}, label="best-single"))
+    expr = (
+        class_expressiveness(table.contexts, table.rewards, **(expressiveness_options or {}))
+        if expressiveness
+        else None
+    )
+    refs = References.of(table)
+    runs = (*policies, *reference_runs(refs))
     online: dict[str, ExperimentResult] = {}
     # The adversarial order serves one topic/domain after another when the table labels them,
     # otherwise one k-means cluster of the contexts after another.
@@ -159,7 +152,8 @@ def run_embed_routing(
             overwrite=False,
             title=f"{table_path.stem}: {order} order",
         )
-    return EmbedRoutingResult(str(table_path), table.n_rows, room, expr, online)
+    outcomes = {order: pipeline_summary(res.runs) for order, res in online.items()}
+    return EmbedRoutingResult(str(table_path), table.n_rows, room, expr, online, refs, outcomes)
 
 
 def _ci(v: tuple[float, float, float], digits: int = 3) -> str:
@@ -184,16 +178,26 @@ def report_markdown(result: EmbedRoutingResult) -> str:
         lines.append(f"| {name}{mark} | {mean} | {share.mean:.1%} |")
     lines.append(f"| **per-query oracle** | {room.oracle} | ties: {room.ties.mean:.1%} |")
     lines.append(f"| oracle − best single | {room.gap} | |")
-    lines += ["", f"**Class expressiveness** (full information; train {expr.n_train} / test {expr.n_test} queries;"]
-    lines += [
-        "held-out sub-optimality gap, 95% bootstrap CI)",
-        "",
-        "| class | test gap | chosen λ |",
-        "|---|---:|---:|",
-    ]
-    for kind, g in expr.gaps.items():
-        lines.append(f"| {kind} | {_ci(g, 4)} | {expr.chosen[kind]['lam']:g} |")
-    lines += ["", f"Log-quadratic vs log-linear relative gap reduction: **{_ci(expr.reduction)}**", ""]
+    refs = result.references
+    if refs.best_single is not None and refs.best_fixed_pipeline is not None:
+        pipe, single = room.arm_means[refs.best_fixed_pipeline].mean, room.arm_means[refs.best_single].mean
+        lines += [
+            "",
+            f"Best fixed pipeline {room.arm_names[refs.best_fixed_pipeline]}: {pipe:.4f}, "
+            f"{(pipe - single) / single:+.1%} over the best single retriever {room.arm_names[refs.best_single]} "
+            f"({single:.4f}).",
+        ]
+    if expr is not None:
+        lines += ["", f"**Class expressiveness** (full information; train {expr.n_train} / test {expr.n_test} queries;"]
+        lines += [
+            "held-out sub-optimality gap, 95% bootstrap CI)",
+            "",
+            "| class | test gap | chosen λ |",
+            "|---|---:|---:|",
+        ]
+        for kind, g in expr.gaps.items():
+            lines.append(f"| {kind} | {_ci(g, 4)} | {expr.chosen[kind]['lam']:g} |")
+        lines += ["", f"Log-quadratic vs log-linear relative gap reduction: **{_ci(expr.reduction)}**", ""]
     for order, res in result.online.items():
         s = res.summary
         lines += [
@@ -204,4 +208,24 @@ def report_markdown(result: EmbedRoutingResult) -> str:
             cells = [f"{row[k]:.{dg}f} ± {row[k + '_ci']:.{dg}f}" for k, dg in _ONLINE_COLUMNS]
             lines.append(f"| {row['policy']} | " + " | ".join(cells) + " |")
         lines += ["", f"Figure: `{res.figure}`", ""]
+        lines += outcome_markdown(result.outcomes[order], room.arm_names[refs.best_fixed])
     return "\n".join(lines)
+
+
+def outcome_markdown(outcomes: Sequence[PolicyOutcome], best_fixed: str) -> list[str]:
+    """Each policy against the best fixed arm and the best single retriever on the same rows."""
+    lines = [
+        f"Against the best fixed arm ({best_fixed}) on the same rows (mean ± 95% CI over seeds); dips: seeds whose",
+        f"running average fell below the best single retriever's after {WARMUP} rounds (worst shortfall).",
+        "",
+        "| policy | % of best fixed quality | % of its cost | reward − best fixed | dips |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for o in sorted(outcomes, key=lambda o: -o.quality[0]):
+        cost = "" if o.cost is None else f"{o.cost[0]:.0%} ± {o.cost[1]:.0%}"
+        dips = f"{o.dips}/{o.seeds}" + (f" ({o.worst_dip:.4f})" if o.dips else "")
+        lines.append(
+            f"| {o.label} | {o.quality[0]:.1%} ± {o.quality[1]:.1%} | {cost} | "
+            f"{o.vs_best[0]:+.4f} ± {o.vs_best[1]:.4f} | {dips} |"
+        )
+    return [*lines, ""]

@@ -1,0 +1,128 @@
+"""Online routing over retrieval pipelines, judged against the references a user would pick instead.
+
+On a reward table whose arms are retrievers and pipelines of retrievers
+(:mod:`banditroute.data.pipelines`), every online policy's run is compared, seed by seed on the same
+stream, with
+
+- the **best single retriever** and the **best fixed arm** (usually a fusion pipeline), both chosen
+  in hindsight on the whole table — what a user would run after an offline evaluation;
+- the **per-query oracle** (a ceiling).
+
+Issue 14's bars: over the whole run, the safe router reaches ≥ 98% of the best fixed pipeline's
+quality, and after its warm-up its running average never falls below the best single retriever's
+running average on the same stream. :func:`pipeline_summary` measures both per seed against
+fixed-arm reference runs of the same experiment (:func:`reference_runs`), with 95%
+confidence intervals over seeds (each seed is another random arrival order, so the interval covers
+the order as well as the policy's own randomness).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditroute.analysis.recommend import is_single
+from banditroute.core.types import FloatArray
+from banditroute.envs.reward_table import RewardTable
+from banditroute.simulate.experiment import PolicyRun
+from banditroute.simulate.metrics import mean_ci
+from banditroute.simulate.runner import Trace
+
+WARMUP = 200
+BEST_FIXED = "best-fixed"
+BEST_SINGLE = "best-single-retriever"
+
+
+@dataclass(frozen=True)
+class References:
+    """Arm indices of the best single retriever (``None`` without one) and of the best fixed arm."""
+
+    best_single: int | None
+    best_fixed: int
+    best_fixed_pipeline: int | None
+
+    @classmethod
+    def of(cls, table: RewardTable) -> References:
+        means = table.rewards.mean(axis=0)
+        singles = [m for m, name in enumerate(table.arm_names) if is_single(name)]
+        pipelines = [m for m in range(table.n_arms) if m not in singles]
+        return cls(
+            best_single=max(singles, key=lambda m: means[m]) if singles else None,
+            best_fixed=int(np.argmax(means)),
+            best_fixed_pipeline=max(pipelines, key=lambda m: means[m]) if pipelines else None,
+        )
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """One policy over seeds: whole-run quality and cost relative to the best fixed arm, and safety.
+
+    ``quality`` and ``cost`` are (mean, CI half-width) over seeds of the run's average reward / cost
+    divided by the best fixed arm's on the same rounds; ``vs_best`` the paired difference in average
+    reward (policy − best fixed arm); ``dips`` the number of seeds whose running average fell below
+    the best single retriever's after ``warmup`` rounds, and ``worst_dip`` the largest such shortfall.
+    """
+
+    label: str
+    reward: tuple[float, float]
+    quality: tuple[float, float]
+    cost: tuple[float, float] | None
+    vs_best: tuple[float, float]
+    dips: int
+    worst_dip: float
+    seeds: int
+
+
+def running_mean(x: FloatArray) -> FloatArray:
+    out: FloatArray = np.cumsum(x) / np.arange(1, len(x) + 1)
+    return out
+
+
+def reference_runs(refs: References) -> tuple[PolicyRun, ...]:
+    """Fixed-arm runs of the references; with common random numbers they see each seed's rows too."""
+    runs = [PolicyRun("fixed", {"arm": refs.best_fixed}, label=BEST_FIXED)]
+    if refs.best_single is not None and refs.best_single != refs.best_fixed:
+        runs.append(PolicyRun("fixed", {"arm": refs.best_single}, label=BEST_SINGLE))
+    return tuple(runs)
+
+
+def pipeline_summary(runs: Mapping[str, Sequence[Trace]], *, warmup: int = WARMUP) -> list[PolicyOutcome]:
+    """Each policy's :class:`PolicyOutcome`, paired seed by seed with the reference runs
+    (:func:`reference_runs`) of the same experiment, which served the same rows."""
+    fixed = {t.seed: t for t in runs[BEST_FIXED]}
+    single = {t.seed: t for t in runs.get(BEST_SINGLE, runs[BEST_FIXED])}
+    out = []
+    for label, traces in runs.items():
+        quality, cost, diff, dips, worst = [], [], [], 0, 0.0
+        for trace in traces:
+            ref, base = fixed[trace.seed], single[trace.seed]
+            quality.append(trace.expected.mean() / ref.expected.mean())
+            diff.append(trace.expected.mean() - ref.expected.mean())
+            if trace.cost is not None and ref.cost is not None:
+                cost.append(trace.cost.mean() / ref.cost.mean())
+            if len(trace.expected) > warmup:
+                gap = running_mean(trace.expected) - running_mean(base.expected)
+                shortfall = -float(gap[warmup:].min())
+                if shortfall > 0:
+                    dips += 1
+                    worst = max(worst, shortfall)
+        out.append(
+            PolicyOutcome(
+                label=label,
+                reward=_ci([t.expected.mean() for t in traces]),
+                quality=_ci(quality),
+                cost=_ci(cost) if cost else None,
+                vs_best=_ci(diff),
+                dips=dips,
+                worst_dip=worst,
+                seeds=len(traces),
+            )
+        )
+    return out
+
+
+def _ci(values: Sequence[float]) -> tuple[float, float]:
+    mean, half = mean_ci(np.asarray(values, dtype=np.float64))
+    return float(mean), float(half)
