@@ -5,6 +5,11 @@
   contexts. It is cost-unaware unless ``mu > 0``: it then learns from the penalised reward
   ``quality − μ · cost / c_ref`` (MixLLM's trade-off written as a reward; ``c_ref`` = mean
   training cost of the dearest arm), and sweeping ``μ`` traces its quality–cost curve.
+- :class:`PacedRouter`: budget-paced LinUCB from scratch — ``argmax UCB_a(x) − μ · ĉ_a / c_ref``
+  over the arms whose cost bound fits, with the price ``μ`` set online by dual pacing
+  (:class:`~banditroute.costaware.knapsack.DualPacer`, Balseiro, Lu & Mirrokni 2020) so that
+  spending tracks the budget's per-query rate; it needs no training split, so it serves retrieval
+  tables learned from bandit feedback alone as well as LLM streams.
 - :class:`OracleRouter`: the per-query best arm in hindsight (cheapest among ties) — a reference
   that reads the hidden qualities, never a method.
 - :func:`ucb_scores` and :func:`warm_start` reuse :class:`~banditroute.policies.ridge.RidgePolicy`'s
@@ -21,10 +26,11 @@ import numpy as np
 from banditroute.core.types import BatchDecision, Decision, EnvSpec, FloatArray
 from banditroute.core.validation import InputError, check_int, check_positive
 from banditroute.costaware.features import Featurizer
+from banditroute.costaware.knapsack import ABSTAIN, DualPacer
 from banditroute.costaware.online import STOP, OnlineRouter, Split
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
-from banditroute.policies.ridge import RidgePolicy
+from banditroute.policies.ridge import LinUCB, RidgePolicy
 
 WARM_START_CHUNK = 256
 
@@ -108,6 +114,68 @@ class PolicyRouter(OnlineRouter):
         if arm != self._last.action:  # the budget guard replaced the choice: learn from what was played
             self._last = Decision(arm, self._last.probs, self._last.info)
         self.policy.learn(self.X[t], self._last, quality - self.mu * cost / self.c_ref)
+
+
+class PacedRouter(OnlineRouter):
+    """Budget-paced LinUCB learning quality from bandit feedback only (module docstring).
+
+    Args:
+        featurizer: fitted contexts, or ``None`` to use the stream's contexts as they are.
+        alpha: LinUCB exploration width.
+        mu0: starting price, in quality units per ``c_ref`` of cost (with no training data to
+            calibrate it; the pacer corrects it within a few hundred queries).
+        eta: dual step size.
+        name: display name.
+
+    Without a budget the price stays 0 (plain LinUCB). ``c_ref`` is the dearest arm's cost estimate.
+    """
+
+    def __init__(
+        self,
+        featurizer: Featurizer | None = None,
+        *,
+        alpha: float = 0.5,
+        mu0: float = 1.0,
+        eta: float = 0.05,
+        name: str = "paced-linucb",
+    ) -> None:
+        self.featurizer = featurizer
+        self.alpha = check_positive(alpha, "alpha", allow_zero=True)
+        self.mu0 = check_positive(mu0, "mu0", allow_zero=True)
+        self.eta = check_positive(eta, "eta", allow_zero=True)
+        self.name = name
+        self.pacer: DualPacer | None = None
+
+    def start(self, stream: Split, budget: float | None) -> None:
+        self.X = stream.contexts if self.featurizer is None else self.featurizer.transform(stream.contexts)
+        self.est, self.upper = stream.est_cost, stream.upper_cost
+        self.c_ref = max(float(stream.est_cost.mean(axis=0).max()), 1e-12)
+        self.policy = LinUCB(stream.n_arms, self.X.shape[1], alpha=self.alpha)
+        self.pacer = (
+            None if budget is None else DualPacer(budget, stream.n_rows, self.mu0, eta=self.eta, scale=self.c_ref)
+        )
+
+    @property
+    def price(self) -> float:
+        """The current price ``μ`` of one ``c_ref`` of cost (0 without a budget)."""
+        return 0.0 if self.pacer is None else self.pacer.mu
+
+    def decide(self, t: int, called: Sequence[int], rng: np.random.Generator) -> int:
+        if called:
+            return STOP
+        mean, width = ucb_scores(self.policy, self.X[t])
+        score = mean + self.alpha * width - self.price * self.est[t] / self.c_ref
+        if self.pacer is None:
+            return int(np.argmax(score))
+        arm = self.pacer.choose(score, self.upper[t])
+        return STOP if arm == ABSTAIN else arm
+
+    def observe(self, t: int, arm: int, quality: float, cost: float) -> None:
+        onehot = np.zeros(self.policy.n_arms)
+        onehot[arm] = 1.0
+        self.policy.learn(self.X[t], Decision(arm, onehot), quality)
+        if self.pacer is not None:
+            self.pacer.charge(cost)
 
 
 def fixed_router(arm: int, arm_name: str, featurizer: Featurizer) -> PolicyRouter:

@@ -13,24 +13,30 @@ quality, and after its warm-up its running average never falls below the best si
 running average on the same stream. :func:`pipeline_summary` measures both per seed against
 fixed-arm reference runs of the same experiment (:func:`reference_runs`), with 95%
 confidence intervals over seeds (each seed is another random arrival order, so the interval covers
-the order as well as the policy's own randomness).
+the order as well as the policy's own randomness). :func:`budget_runs` adds the third bar: under a
+budget of 50% of the best fixed pipeline's cost, a paced router
+(:class:`~banditroute.costaware.routers.PacedRouter`) should keep ≥ 95% of its quality.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from banditroute.analysis.recommend import is_single
 from banditroute.core.types import FloatArray
+from banditroute.costaware.online import OnlineRouter, run_online
+from banditroute.costaware.routers import PacedRouter
+from banditroute.costaware.tables import table_split
 from banditroute.envs.reward_table import RewardTable
 from banditroute.simulate.experiment import PolicyRun
 from banditroute.simulate.metrics import mean_ci
 from banditroute.simulate.runner import Trace
 
 WARMUP = 200
+BUDGET_FRACTIONS = (0.5,)
 BEST_FIXED = "best-fixed"
 BEST_SINGLE = "best-single-retriever"
 
@@ -119,6 +125,56 @@ def pipeline_summary(runs: Mapping[str, Sequence[Trace]], *, warmup: int = WARMU
                 worst_dip=worst,
                 seeds=len(traces),
             )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class BudgetOutcome:
+    """A budgeted router at ``fraction`` of the best fixed arm's cost: quality and spend relative to that
+    arm on the same rows ((mean, CI half-width) over seeds), and the worst spend / budget ratio."""
+
+    router: str
+    fraction: float
+    quality: tuple[float, float]
+    cost: tuple[float, float]
+    max_spend: float
+    answered: float
+    seeds: int
+
+
+def budget_runs(
+    table: RewardTable,
+    fractions: Sequence[float] = BUDGET_FRACTIONS,
+    *,
+    seeds: int = 5,
+    router: Callable[[], OnlineRouter] = PacedRouter,
+) -> list[BudgetOutcome]:
+    """``router`` under a total budget of ``fraction × n ×`` the best fixed arm's mean cost, one pass over
+    each seed's random order, learning from bandit feedback only (:func:`~banditroute.costaware.online.run_online`
+    enforces the budget; cost estimates are each arm's mean cost over the table, what a one-off benchmark
+    of each pipeline gives before serving)."""
+    if table.costs is None:
+        return []
+    refs = References.of(table)
+    out = []
+    for fraction in fractions:
+        quality, cost, spend, answered = [], [], [], []
+        name = ""
+        for seed in range(seeds):
+            order = np.random.default_rng(seed).permutation(table.n_rows)
+            split = table_split(table, order, train_rows=order, post=table.post_features)
+            best_q, best_c = split.quality[:, refs.best_fixed], split.cost[:, refs.best_fixed]
+            budget = fraction * float(best_c.sum())
+            routed = router()
+            name = routed.name
+            record = run_online(routed, split, np.random.default_rng([seed, 1]), budget=budget)
+            quality.append(record.quality.mean() / best_q.mean())
+            cost.append(record.cost.sum() / best_c.sum())
+            spend.append(record.spent / budget)
+            answered.append(float((record.n_calls > 0).mean()))
+        out.append(
+            BudgetOutcome(name, fraction, _ci(quality), _ci(cost), max(spend), float(np.mean(answered)), seeds)
         )
     return out
 
