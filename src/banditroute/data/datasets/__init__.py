@@ -90,7 +90,7 @@ def dataset_path(name: str, path: str | Path | None = None) -> Path:
     if where is not None:
         return where
     layout = "a data root folder" if name == "mixed" else DATASETS[name].source.layout
-    url = "" if name == "mixed" else f" (download: {DATASETS[name].source.download()})"
+    url = "" if name == "mixed" else f"; download it from {DATASETS[name].source.download()}"
     raise InputError(
         f"no path for dataset {name!r}: pass --data-dir (or set BANDITROUTE_DATA_{name.upper()} or "
         f"BANDITROUTE_DATA) pointing at {layout}{url}"

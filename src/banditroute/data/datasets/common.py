@@ -40,7 +40,7 @@ class Source:
         if name:
             return self.url.format(name=name)
         folder = self.url.partition("{name}")[0]
-        return f"{folder} (one archive per dataset, e.g. {self.url.format(name=self.example)})"
+        return f"{folder} (one .zip per dataset, e.g. {self.url.format(name=self.example)})"
 
     def missing(self, what: Path | str, name: str | None = None) -> InputError:
         return InputError(f"{what} not found; expected {self.layout}. Download it from {self.download(name)}")
@@ -180,5 +180,5 @@ def sample_queries(dataset: RetrievalDataset, n: int, seed: int = 0) -> Retrieva
         queries=[dataset.queries[i] for i in keep],
         qrels={q: dataset.qrels[q] for q in ids},
         query_groups=None if dataset.query_groups is None else [dataset.query_groups[i] for i in keep],
-        meta={**dataset.meta, "sampled": f"{n} of {len(dataset.query_ids)} queries, seed {seed}"},
+        meta={**dataset.meta, "sampled": f"{n:,} of {len(dataset.query_ids):,} queries, seed {seed}"},
     )
