@@ -193,4 +193,8 @@ def build_table(
         out.parent.mkdir(parents=True, exist_ok=True)
         table.save(out)
         console.print(headroom_table(routing_headroom(table, n_boot=n_boot, seed=seed), table))
-        console.print(f"reward table: {out}  ({table.n_rows} queries × {table.n_arms} arms, context dim {table.dim})")
+        console.print(
+            f"reward table: {escape(str(out))}  "
+            f"({table.n_rows} queries × {table.n_arms} arms, context dim {table.dim})",
+            soft_wrap=True,  # one line however long the path: a log reader greps for it
+        )
