@@ -56,8 +56,9 @@ BUILD      = $(BIN)/banditroute build-table --context minilm-l6 --k 10 -q --feat
 bench-embed: $(VENV)/.stamp-test+embed
 	$(BUILD) --models $(SQUAD_ARMS) --dataset squad --data-dir $(DATA)/squad --metric rr --out $(TABLES)/squad.npz
 	$(BUILD) --models $(EMBED_ARMS) --dataset cranfield --data-dir $(DATA)/cranfield --metric ndcg --out $(TABLES)/cranfield.npz
-	$(BUILD) --models $(EMBED_ARMS) --dataset scifact --data-dir $(DATA)/scifact --metric ndcg --out $(TABLES)/scifact.npz
-	$(BUILD) --models $(EMBED_ARMS) --dataset mixed --data-dir $(DATA) --metric ndcg --max-queries 1000 \
+	$(BUILD) --models $(EMBED_ARMS) --dataset scifact --data-dir $(DATA)/scifact --split train,test --metric ndcg \
+		--out $(TABLES)/scifact.npz
+	$(BUILD) --models $(EMBED_ARMS) --dataset mixed --data-dir $(DATA) --split train,test --metric ndcg --max-queries 1000 \
 		--features length,bm25,lexical,qword,domain --out $(TABLES)/mixed.npz
 	$(BIN)/banditroute bench embed-routing --table $(TABLES)/squad.npz --table $(TABLES)/scifact.npz \
 		--table $(TABLES)/cranfield.npz --table $(TABLES)/mixed.npz --out runs/embed-routing

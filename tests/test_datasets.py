@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from banditroute.core.validation import InputError
@@ -12,6 +13,7 @@ from banditroute.data.datasets import (
     DATASETS,
     MixedDataset,
     dataset_path,
+    describe,
     load_dataset,
     load_mixed,
     parts_of,
@@ -20,7 +22,8 @@ from banditroute.data.datasets import (
 from banditroute.data.datasets.beir import load_beir
 from banditroute.data.datasets.cranfield import grade_to_gain, load_cranfield
 from banditroute.data.datasets.squad import DEV_PARAGRAPHS, DEV_QUERIES, load_squad
-from retrieval_fixtures import write_beir, write_cranfield, write_esci, write_squad
+from banditroute.data.table_builder import build_reward_table
+from retrieval_fixtures import OverlapRetriever, write_beir, write_cranfield, write_esci, write_squad
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -85,9 +88,32 @@ def test_beir_fixture_splits_and_judged_queries(tmp_path: Path) -> None:
     assert test.doc_ids == ["d1", "d2", "d3", "d4"]  # the whole corpus stays
     assert test.documents[0] == "Vitamin D Vitamin D lowers fracture risk."  # title + text
     assert test.documents[1] == "Aspirin reduces heart attacks."  # no title
-    both = load_beir(tmp_path)  # default: every split
+    assert load_beir(tmp_path) == test  # default: the test split where there is one
+    assert (test.meta["splits"], test.meta["queries_read"], test.meta["queries_dropped"]) == ("test", "4", "2")
+    assert describe(test) == (
+        f"{tmp_path.name}: 2 queries, 4 documents; split test; "
+        "dropped 2 of 4 queries (no relevant document in that split)"
+    )
+    both = load_beir(tmp_path, splits=["test", "train"])
     assert both.query_ids == ["q1", "q3", "q4"]
-    assert both.meta["splits"] == "test,train"
+    assert (both.meta["splits"], both.meta["queries_dropped"]) == ("test,train", "1")
+    assert "splits test, train; dropped 1 of 4 queries (no relevant document in those splits)" in describe(both)
+    (tmp_path / "qrels" / "test.tsv").unlink()  # no test split: every split there is
+    assert load_beir(tmp_path).meta["splits"] == "train"
+
+
+def test_beir_download_location_names_the_dataset_and_shows_no_placeholder(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as missing:
+        load_beir(tmp_path / "nfcorpus")
+    assert "BEIR/datasets/nfcorpus.zip" in str(missing.value) and "{" not in str(missing.value)
+    with pytest.raises(InputError) as scifact:
+        load_dataset("scifact", tmp_path / "elsewhere")
+    assert "BEIR/datasets/scifact.zip" in str(scifact.value) and "{" not in str(scifact.value)
+    generic = DATASETS["beir"].source.download()
+    assert generic.startswith("https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/ (")
+    assert "e.g. https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip" in generic
+    for entry in DATASETS.values():
+        assert "{" not in entry.source.download() and "{" not in entry.source.layout
 
 
 @pytest.mark.parametrize(
@@ -123,11 +149,15 @@ def test_beir_missing_files_and_splits(tmp_path: Path) -> None:
 
 def test_scifact_real_counts() -> None:
     path = needs("scifact")
-    everything = load_dataset("scifact", path)
+    everything = load_dataset("scifact", path, splits=["train", "test"])
     assert (len(everything.query_ids), len(everything.doc_ids)) == (1_109, 5_183)
     assert sum(len(j) for j in everything.qrels.values()) == 919 + 339
-    test = load_dataset("scifact", path, splits=["test"])
+    test = load_dataset("scifact", path)  # default: the test split
     assert len(test.query_ids) == 300 and sum(len(j) for j in test.qrels.values()) == 339
+    assert describe(test) == (
+        "scifact: 300 queries, 5,183 documents; split test; dropped 809 of 1,109 queries "
+        "(no relevant document in that split)"
+    )
 
 
 # ---------------------------------------------------------------------------------------- Cranfield
@@ -263,14 +293,75 @@ def test_mixed_keeps_each_corpus_and_labels_domains(tmp_path: Path) -> None:
     mixed = load_dataset("mixed", tmp_path)
     assert isinstance(mixed, MixedDataset)
     assert [p.name for p in mixed.parts] == ["squad", "scifact", "cranfield"]
-    assert mixed.domains == ["squad"] * 5 + ["scifact"] * 3 + ["cranfield"] * 2
-    assert mixed.query_ids[5] == "scifact:q1" and len(set(mixed.query_ids)) == 10
+    assert mixed.domains == ["squad"] * 5 + ["scifact"] * 2 + ["cranfield"] * 2  # scifact: its test split
+    assert mixed.query_ids[5] == "scifact:q1" and len(set(mixed.query_ids)) == 9
     assert [len(p.documents) for p in parts_of(mixed)] == [3, 4, 2]
     assert parts_of(mixed.parts[0]) == (mixed.parts[0],)
     capped = load_mixed(tmp_path, parts=["squad", "scifact"], max_queries=2)
     assert [len(p.query_ids) for p in capped.parts] == [2, 2]
-    with pytest.raises(InputError, match="at least two known datasets"):
-        load_mixed(tmp_path, parts=["squad"])
+
+
+def test_mixed_parts_from_any_folder_are_named_by_the_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_squad(tmp_path / "root" / "squad")
+    write_squad(tmp_path / "x" / "wiki")
+    write_beir(tmp_path / "data" / "nfcorpus")
+    write_cranfield(tmp_path / "root" / "cranfield")
+    parts = [f"squad={tmp_path / 'x' / 'wiki'}", f"nf = {tmp_path / 'data' / 'nfcorpus'}", "cranfield"]
+    mixed = load_dataset("mixed", tmp_path / "root", parts=parts)
+    assert isinstance(mixed, MixedDataset)
+    assert [p.name for p in mixed.parts] == ["squad", "nf", "cranfield"]  # the given names are the domains
+    assert mixed.domains == ["squad"] * 5 + ["nf"] * 2 + ["cranfield"] * 2
+    assert mixed.parts[0].documents == load_squad(tmp_path / "x" / "wiki").documents  # squad=path: SQuAD's loader
+    assert mixed.parts[1].meta["splits"] == "test"  # any other name=path: a BEIR folder, default split
+    assert mixed.query_ids[5] == "nf:q1"
+    # a bare name with no root falls back to that dataset's own path
+    monkeypatch.delenv("BANDITROUTE_DATA", raising=False)
+    monkeypatch.setenv("BANDITROUTE_DATA_CRANFIELD", str(tmp_path / "root" / "cranfield"))
+    assert load_dataset("mixed", parts=parts).domains == mixed.domains
+    # the domain feature one-hots the given names
+    arm = OverlapRetriever("overlap")
+    table = build_reward_table(mixed, [arm], "ndcg", 3, features=["domain"])
+    assert table.metadata["context"]["features"] == ["domain_cranfield", "domain_nf", "domain_squad"]
+    assert table.groups == tuple(mixed.domains) and list(table.metadata["domains"]) == ["squad", "nf", "cranfield"]
+    np.testing.assert_array_equal(table.contexts[:, 1] > 0, np.array(mixed.domains) == "nf")
+
+
+def test_mixed_split_applies_to_beir_parts_and_is_noted_elsewhere(tmp_path: Path) -> None:
+    write_squad(tmp_path / "squad")
+    write_beir(tmp_path / "scifact")
+    write_beir(tmp_path / "other")
+    mixed = load_mixed(tmp_path, parts=["squad", "scifact", f"nf={tmp_path / 'other'}"], splits=["train"])
+    squad, scifact, nf = mixed.parts
+    assert scifact.query_ids == nf.query_ids == ["q4"] and nf.meta["splits"] == "train"
+    assert len(squad.query_ids) == 5 and squad.meta["splits_ignored"] == "train" and "splits" not in squad.meta
+    assert describe(squad) == "squad: 5 queries, 3 documents; has no splits, so split train does not apply: used whole"
+    with pytest.raises(InputError, match=r"scifact/qrels: no split dev \(available: \['test', 'train'\]\)"):
+        load_mixed(tmp_path, parts=["squad", "scifact"], splits=["dev"])
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        (["squad"], r"mixed needs at least two parts, got 1: \['squad'\]"),
+        (
+            ["squad", "scifact", "nfcorpus"],  # three parts, one not built in: named, with the fix
+            r"mixed part 'nfcorpus' is not a built-in dataset \(squad, scifact, beir, cranfield, esci\); "
+            r"give its BEIR-layout folder as nfcorpus=/path/to/nfcorpus",
+        ),
+        (["squad", "SciFact"], r"mixed part 'SciFact' is not a built-in dataset"),
+        (["squad", "a=/x", "a=/y"], r"distinct names.*\['squad', 'a', 'a'\]"),
+        (["squad", "nf="], r"mixed part 'nf=' has no path after '='"),
+        (["squad", "=/data/nf"], r"mixed part '=/data/nf': the name must be letters"),
+        (["squad", "a:b=/x"], r"mixed part 'a:b=/x': the name must be letters"),
+    ],
+)
+def test_mixed_bad_parts_say_exactly_what_is_wrong(tmp_path: Path, parts: list[str], message: str) -> None:
+    write_squad(tmp_path / "squad")
+    write_beir(tmp_path / "scifact")
+    with pytest.raises(InputError, match=message):
+        load_mixed(tmp_path, parts=parts)
+    with pytest.raises(InputError, match="bad option for dataset 'mixed'"):
+        load_dataset("mixed", tmp_path, locale="us")
 
 
 def test_mixed_real_data() -> None:

@@ -1,9 +1,11 @@
 """``banditroute build-table``: a retrieval dataset + embedding models / BM25 -> a reward table on disk.
 
 A thin face over :func:`banditroute.data.table_builder.build_reward_table`: it loads the dataset
-(:mod:`banditroute.data.datasets`), builds one retriever per model (dense arms encode through the
-on-disk embedding cache), saves the table and prints its routing headroom. Interrupted builds
-resume: finished (model, domain) results and every encoded batch are on disk under --cache-dir.
+(:mod:`banditroute.data.datasets`) and prints what the loader used (queries, documents, split,
+queries dropped), builds one retriever per model (dense arms encode through the on-disk embedding
+cache), saves the table and prints its routing headroom. Progress goes to stderr: bars on a
+terminal, plain lines when redirected. Interrupted builds resume: finished (model, domain) results
+and every encoded batch are on disk under --cache-dir.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from banditroute.cli.app import QuietOpt, app, console, parse_options, user_errors
@@ -77,13 +80,19 @@ def headroom_table(room: Headroom, table: RewardTable) -> Table:
 
 @app.command("build-table")
 def build_table(
-    dataset: Annotated[str, typer.Option(help="squad, scifact, beir, cranfield, esci, or mixed.")],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="squad, scifact, beir (any BEIR-layout folder), cranfield, esci, or mixed (several as one "
+            "stream, see --parts)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Where to write the reward table (.npz).")],
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Dataset folder (for mixed: the folder holding squad/, scifact/, cranfield/); "
-            "default `$BANDITROUTE_DATA_<NAME>` or `$BANDITROUTE_DATA/<name>`."
+            help="Dataset folder (for mixed: the folder holding the bare-named parts, e.g. squad/, scifact/, "
+            "cranfield/); default `$BANDITROUTE_DATA_<NAME>` or `$BANDITROUTE_DATA/<name>`."
         ),
     ] = None,
     models: Annotated[
@@ -107,8 +116,22 @@ def build_table(
         int | None, typer.Option(help="Keep a seeded random sample of this many queries (per domain for mixed).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the query sample and the bootstrap.")] = 0,
-    split: Annotated[str | None, typer.Option(help="BEIR split(s), comma-separated (default: all).")] = None,
-    parts: Annotated[str, typer.Option(help="Datasets of the mixed stream.")] = "squad,scifact,cranfield",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="BEIR split(s), comma-separated, e.g. test or train,test (default: test where the folder has "
+            "one, else all). For mixed: applied to every BEIR-layout part; the others have no splits and "
+            "are used whole (said in the printed summary)."
+        ),
+    ] = None,
+    parts: Annotated[
+        str,
+        typer.Option(
+            help="Parts of the mixed stream, comma-separated: name=path (a built-in dataset read from path, "
+            "or any BEIR-layout folder) or a bare built-in name (read from `--data-dir/<name>`). Each name is "
+            "its domain (the `domain` feature), e.g. squad,nf=/data/nfcorpus."
+        ),
+    ] = "squad,scifact,cranfield",
     data_opt: Annotated[
         list[str] | None, typer.Option(help="Loader option key=value (repeatable), e.g. locale=us for esci.")
     ] = None,
@@ -126,18 +149,27 @@ def build_table(
 
     Example: `banditroute build-table --dataset squad --data-dir ../shared/data/squad
     --models bm25,minilm-l6-int8,glove-50 --context minilm-l6 --features length,bm25 --metric rr
-    --k 10 --out tables/squad.npz`. Prints the routing headroom (best single model vs per-query
-    oracle). Re-running resumes from the cache.
+    --k 10 --out tables/squad.npz`. A mixed stream of any BEIR-layout folders, the domain as a
+    feature: `--dataset mixed --parts squad=/data/squad,nf=/data/nfcorpus --features length,bm25,domain`.
+    Prints what was loaded (queries, documents, split, queries
+    dropped for want of a relevant document) and the routing headroom (best single model vs
+    per-query oracle). Re-running resumes from the cache.
     """
     from banditroute.analysis.headroom import routing_headroom
     from banditroute.data.cache import default_cache_dir
-    from banditroute.data.datasets import load_dataset
+    from banditroute.data.datasets import DATASETS, describe, load_dataset, parts_of
     from banditroute.data.pipelines import parse_pipelines
     from banditroute.data.table_builder import build_reward_table
 
     with user_errors():
         options: dict[str, Any] = parse_options(data_opt or [], "--data-opt")
         if split is not None:
+            if dataset in DATASETS and not DATASETS[dataset].has_splits:
+                beir_like = ", ".join(n for n, entry in DATASETS.items() if entry.has_splits)
+                hint = " (use --data-opt split=train or split=test)" if dataset == "esci" else ""
+                raise InputError(
+                    f"--split applies to BEIR-layout datasets ({beir_like}) and mixed; {dataset} has none{hint}"
+                )
             options["splits"] = _names(split, "--split")
         if dataset == "mixed":
             options["parts"] = _names(parts, "--parts")
@@ -147,8 +179,11 @@ def build_table(
         if out.suffix != ".npz":
             raise InputError(f"--out must end in .npz, got {out}")
         data = load_dataset(dataset, data_dir, max_queries=max_queries, seed=seed, **options)
+        for part in parts_of(data):
+            console.print(escape(describe(part)), highlight=False, soft_wrap=True)
         cache = cache_dir or default_cache_dir()
-        retrievers, encoder, lexical = _models(components, context, cache, progress=not quiet)
+        # the cache's encoding bars are redrawn in place: on redirected output they would print blank lines
+        retrievers, encoder, lexical = _models(components, context, cache, progress=not quiet and console.is_terminal)
         if lexical is None and {"bm25", "lexical"} & set(feature_names):
             from banditroute.data.retrievers import BM25Retriever
 
@@ -169,4 +204,8 @@ def build_table(
         out.parent.mkdir(parents=True, exist_ok=True)
         table.save(out)
         console.print(headroom_table(routing_headroom(table, n_boot=n_boot, seed=seed), table))
-        console.print(f"reward table: {out}  ({table.n_rows} queries × {table.n_arms} arms, context dim {table.dim})")
+        console.print(
+            f"reward table: {escape(str(out))}  "
+            f"({table.n_rows} queries × {table.n_arms} arms, context dim {table.dim})",
+            soft_wrap=True,  # one line however long the path: a log reader greps for it
+        )

@@ -173,9 +173,7 @@ def budget_runs(
             cost.append(record.cost.sum() / best_c.sum())
             spend.append(record.spent / budget)
             answered.append(float((record.n_calls > 0).mean()))
-        out.append(
-            BudgetOutcome(name, fraction, _ci(quality), _ci(cost), max(spend), float(np.mean(answered)), seeds)
-        )
+        out.append(BudgetOutcome(name, fraction, _ci(quality), _ci(cost), max(spend), float(np.mean(answered)), seeds))
     return out
 
 

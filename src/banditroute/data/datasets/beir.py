@@ -2,10 +2,14 @@
 
 - ``corpus.jsonl``: one ``{"_id", "title", "text"}`` per line (document text = title + text),
 - ``queries.jsonl``: one ``{"_id", "text"}`` per line,
-- ``qrels/{split}.tsv``: a header line, then ``query-id <TAB> corpus-id <TAB> score`` (graded).
+- ``qrels/<split>.tsv`` (e.g. ``test.tsv``, ``train.tsv``): a header line, then
+  ``query-id <TAB> corpus-id <TAB> score`` (graded).
 
-Only queries judged in the chosen split(s) are kept (those with a score > 0). Judgements that
-name an unknown query or document are an error naming the file and line.
+The split defaults to ``test`` where the folder has one (the split BEIR reports results on), else
+every split. Only queries judged relevant (score > 0) in the chosen split(s) are kept; the others
+are counted in the dataset's ``meta`` (``queries_dropped`` of ``queries_read``) next to the
+``splits`` used. Judgements that name an unknown query or document are an error naming the file
+and line.
 """
 
 from __future__ import annotations
@@ -18,28 +22,34 @@ from banditroute.data.datasets.common import Source, add_unique, build_dataset, 
 from banditroute.data.interfaces import RetrievalDataset
 
 SOURCE = Source(
-    url="https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip (e.g. scifact.zip)",
-    layout="a BEIR folder with corpus.jsonl, queries.jsonl and qrels/{split}.tsv",
+    url="https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip",
+    layout="a BEIR folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv (e.g. qrels/test.tsv)",
+    example="scifact",
 )
 
 
 def load_beir(path: str | Path, *, splits: Sequence[str] | None = None, name: str | None = None) -> RetrievalDataset:
-    """Read a BEIR folder; ``splits`` (default: every ``qrels/*.tsv``) choose the judged queries.
+    """Read a BEIR folder; ``splits`` choose the judged queries (default ``test`` if present, else all).
 
-    A query judged in several splits keeps the highest score per document.
+    ``name`` (default: the folder's name) names the dataset and its download archive. A query
+    judged in several splits keeps the highest score per document.
     """
     root = Path(path)
+    name = name or root.name
     if not root.is_dir():
-        raise SOURCE.missing(root)
+        raise SOURCE.missing(root, name)
     files = {f: root / f for f in ("corpus.jsonl", "queries.jsonl")}
     for file in files.values():
         if not file.is_file():
-            raise SOURCE.missing(file)
+            raise SOURCE.missing(file, name)
     available = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
+    if not available:
+        raise SOURCE.missing(root / "qrels" / "<split>.tsv", name)
     if splits is None:
-        splits = available
-    if not splits or any(s not in available for s in splits):
-        raise SOURCE.missing(root / "qrels" / f"{{{','.join(splits) or 'split'}}}.tsv (available: {available})")
+        splits = ["test"] if "test" in available else available
+    unknown = [s for s in splits if s not in available]
+    if not splits or unknown:
+        raise InputError(f"{root / 'qrels'}: no split {', '.join(unknown) or '(none given)'} (available: {available})")
 
     documents: dict[str, str] = {}
     for lineno, obj in read_jsonl(files["corpus.jsonl"], ("_id", "text")):
@@ -55,7 +65,6 @@ def load_beir(path: str | Path, *, splits: Sequence[str] | None = None, name: st
     qrels: dict[str, dict[str, float]] = {}
     for split in splits:
         _read_qrels(root / "qrels" / f"{split}.tsv", queries, documents, qrels)
-    name = name or root.name
     return build_dataset(name, queries, documents, qrels, meta={"source": str(root), "splits": ",".join(splits)})
 
 

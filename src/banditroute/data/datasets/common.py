@@ -22,13 +22,28 @@ from banditroute.data.interfaces import RetrievalDataset
 
 @dataclass(frozen=True)
 class Source:
-    """Where a dataset is published and what a loader expects to find (shown when files are missing)."""
+    """Where a dataset is published and what a loader expects to find (shown when files are missing).
+
+    ``url`` may hold a ``{name}`` placeholder (one archive per dataset, as BEIR publishes them):
+    :meth:`download` fills it with the dataset's name, or without a name points at the folder of
+    archives with ``example`` as an example, so no message ever shows a literal placeholder.
+    """
 
     url: str
     layout: str
+    example: str = ""
 
-    def missing(self, what: Path | str) -> InputError:
-        return InputError(f"{what} not found; expected {self.layout}. Download it from {self.url}")
+    def download(self, name: str | None = None) -> str:
+        """The download location of dataset ``name`` (or of this source's datasets when no name is known)."""
+        if "{name}" not in self.url:
+            return self.url
+        if name:
+            return self.url.format(name=name)
+        folder = self.url.partition("{name}")[0]
+        return f"{folder} (one .zip per dataset, e.g. {self.url.format(name=self.example)})"
+
+    def missing(self, what: Path | str, name: str | None = None) -> InputError:
+        return InputError(f"{what} not found; expected {self.layout}. Download it from {self.download(name)}")
 
 
 def find_file(path: str | Path, name: str, source: Source) -> Path:
@@ -98,7 +113,9 @@ def build_dataset(
 ) -> RetrievalDataset:
     """A dataset of the queries that have at least one relevant document (gain > 0), in ``queries`` order.
 
-    ``qrels`` may hold zero or negative gains (judged not relevant); they are dropped. Every id in
+    ``qrels`` may hold zero or negative gains (judged not relevant); they are dropped, and so are the
+    queries left without a relevant document: ``meta`` records how many of ``queries`` were read
+    (``queries_read``) and dropped (``queries_dropped``), so a caller can say so. Every id in
     ``qrels`` must already have been checked against ``queries`` and ``documents`` by the loader
     (which knows the file and line to blame); this re-checks and refuses an empty result.
     """
@@ -118,9 +135,32 @@ def build_dataset(
         doc_ids=list(documents),
         documents=list(documents.values()),
         qrels={q: positive[q] for q in query_ids},
-        meta=dict(meta or {}),
+        meta={**(meta or {}), "queries_read": str(len(queries)), "queries_dropped": str(len(queries) - len(query_ids))},
         query_groups=None if groups is None else [groups[q] for q in query_ids],
     )
+
+
+def describe(dataset: RetrievalDataset) -> str:
+    """One line on what a loader used: queries and documents kept, split(s), queries dropped, sample.
+
+    E.g. ``scifact: 300 queries, 5,183 documents; split test; dropped 809 of 1,109 queries (no relevant
+    document in that split)``. Reads the ``meta`` keys the loaders and :func:`build_dataset` set.
+    """
+    meta = dataset.meta
+    words = [f"{dataset.name}: {len(dataset.query_ids):,} queries, {len(dataset.documents):,} documents"]
+    where = ""
+    if "splits" in meta:
+        chosen = meta["splits"].split(",")
+        words.append(f"split{'s' if len(chosen) > 1 else ''} {', '.join(chosen)}")
+        where = " in that split" if len(chosen) == 1 else " in those splits"
+    if "splits_ignored" in meta:
+        words.append(f"has no splits, so split {meta['splits_ignored']} does not apply: used whole")
+    dropped, read = int(meta.get("queries_dropped", 0)), meta.get("queries_read")
+    if dropped and read is not None:
+        words.append(f"dropped {dropped:,} of {int(read):,} queries (no relevant document{where})")
+    if "sampled" in meta:
+        words.append(f"sampled {meta['sampled']}")
+    return "; ".join(words)
 
 
 def sample_queries(dataset: RetrievalDataset, n: int, seed: int = 0) -> RetrievalDataset:
@@ -140,5 +180,5 @@ def sample_queries(dataset: RetrievalDataset, n: int, seed: int = 0) -> Retrieva
         queries=[dataset.queries[i] for i in keep],
         qrels={q: dataset.qrels[q] for q in ids},
         query_groups=None if dataset.query_groups is None else [dataset.query_groups[i] for i in keep],
-        meta={**dataset.meta, "sampled": f"{n} of {len(dataset.query_ids)} queries, seed {seed}"},
+        meta={**dataset.meta, "sampled": f"{n:,} of {len(dataset.query_ids):,} queries, seed {seed}"},
     )
