@@ -195,6 +195,7 @@ def masks(g: np.random.Generator, n: int) -> np.ndarray:
 
 ARGMAX = {"greedy", "egreedy", "linucb"}  # the ridge rules with an exact restriction
 OWN_RULE = {"two-stage"}  # restricts each stage (its info must hold what the stages drew from): test_twostage_system.py
+OWN_RULE |= {"safe-linucb", "safe-hpg"}  # the side that plays decides by its own rule: test_policies_conservative.py
 
 
 @pytest.mark.parametrize("per_arm", [False, True], ids=["shared", "per_arm"])

@@ -74,6 +74,16 @@ REGISTRY: Registry[PolicyEntry] = Registry(
             {"features": "linear"},
             "log-linear with HPG's hypentropy OMD and ℓ1 ball (HPG ablation)",
         ),
+        "safe-linucb": PolicyEntry(
+            "banditroute.policies.conservative:Conservative",
+            {"base": "linucb", "learn_from_fallback": True},
+            "LinUCB within ε of the best fixed arm after a warm-up (conservative bandits)",
+        ),
+        "safe-hpg": PolicyEntry(
+            "banditroute.policies.conservative:Conservative",
+            {"base": "hpg-free"},
+            "parameter-free HPG within ε of the best fixed arm after a warm-up (conservative bandits)",
+        ),
         "constant": PolicyEntry("banditroute.policies.exp3:EXP3", summary="constant: EXP3 over models (ablation)"),
     },
 )
