@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test bench bench-serve bench-gateway bench-embed bench-llm bench-two-stage lint install clean
+.PHONY: demo demo-table test bench bench-serve bench-gateway bench-embed bench-llm bench-two-stage lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ install: $(VENV)/.stamp-cli
 
 demo: $(VENV)/.stamp-cli
 	$(BIN)/banditroute demo
+
+# Rebuild the demo's shipped table (src/banditroute/studies/data/README.md says what it holds).
+DEMO_ARMS = bm25,minilm-l6-int8,minilm-l3,cvx(bm25,minilm-l6-int8;w=0.5),cvx(bm25,minilm-l3;w=0.5),cvx(bm25,glove-50;w=0.3),rrf(bm25,minilm-l6-int8),rerank(bm25,minilm-l6-int8;n=100)
+demo-table: $(VENV)/.stamp-test+embed
+	$(BIN)/banditroute build-table --dataset mixed --data-dir $(DATA) --parts squad,scifact --split train,test \
+		--max-queries 1000 --context minilm-l6-int8 --features length,bm25,lexical,qword,domain \
+		--models "$(DEMO_ARMS)" --out src/banditroute/studies/data/retrieval_demo.npz
 
 test: lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider

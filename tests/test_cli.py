@@ -143,3 +143,17 @@ def test_real_data_demo_on_a_given_table(tmp_path) -> None:
     assert summary.loc["best-fixed", "share_cvx(bm25,dense;w=0.5)"] == 1.0
     assert summary.loc["best-single-retriever", "share_bm25"] == 1.0
     assert (out / "demo.png").is_file() and (out / "shuffle" / "summary.csv").is_file()
+
+
+def test_demo_table_is_shipped_and_matches_its_readme() -> None:
+    from banditroute.studies.retrieval_demo import demo_table
+
+    path = demo_table()
+    table = RewardTable.load(path)
+    readme = (path.parent / "README.md").read_text()
+    assert table.n_rows == 2000 and set(table.groups or ()) == {"squad", "scifact"}
+    for arm in table.arm_names:
+        assert f"`{arm}`" in readme
+    assert table.costs is not None and np.all(table.costs > 0) and table.post_features is not None
+    assert table.metadata["metric"] == "ndcg" and table.metadata["k"] == 10
+    assert 1.0 <= path.stat().st_size / 1e6 <= 8.0  # "a few MB"

@@ -13,7 +13,7 @@ from banditroute.costaware.cascade import CascadeRouter
 from banditroute.costaware.features import Featurizer
 from banditroute.costaware.online import Split, run_online
 from banditroute.costaware.predicted import PredictedRouter, cross_fit
-from banditroute.costaware.routers import PolicyRouter, reference_cost
+from banditroute.costaware.routers import PacedRouter, PolicyRouter, reference_cost
 from banditroute.costaware.tables import table_split
 from banditroute.envs.reward_table import RewardTable
 from banditroute.llm.neighbours import KNNEstimator
@@ -113,6 +113,36 @@ def test_budgeted_routers_run_on_a_retrieval_table_and_respect_the_budget(retrie
         assert rec.quality.mean() > best_affordable, name  # routing beats any retriever the budget can pay for
     # The dual pacer keeps within the budget by itself: the loop's guard never had to step in.
     assert records["predicted (dual pacing)"].overrides == 0
+
+
+@pytest.mark.parametrize("contextual", [True, False])
+def test_paced_router_learns_from_scratch_and_tracks_the_budget(retrieval, contextual: bool) -> None:  # type: ignore[no-untyped-def]
+    """No training split: the price starts at 0 and dual pacing alone keeps spending at the budget's rate."""
+    _, stream, _ = retrieval
+    budget = 0.3 * stream.n_rows * float(BASE_COST[-1])
+    rec = run_online(PacedRouter(contextual=contextual, eta=0.5), stream, np.random.default_rng(0), budget=budget)
+    assert rec.spent <= budget and rec.spent >= 0.8 * budget  # paced: most of the budget is used, none overspent
+    assert (rec.n_calls == 1).mean() > 0.95
+    affordable = stream.cost.mean(axis=0) <= budget / stream.n_rows
+    assert rec.quality.mean() > stream.quality[:, affordable].mean(axis=0).max()
+    if contextual:  # the cheap retrievers each win a topic: context pays, and the contextual router sees it
+        assert rec.quality.mean() > 0.7
+    free = run_online(PacedRouter(contextual=contextual), stream, np.random.default_rng(0))
+    assert free.spent > budget  # without a budget the price stays 0: plain (Lin)UCB buys the dear retriever
+
+
+def test_paced_router_prices_cost_against_quality() -> None:
+    """With a budget too small for the dear arm on more than a fifth of the queries, it is bought on about
+    that share (dual pacing), and the untried arms are all tried first (optimism)."""
+    n = 2000
+    rng = np.random.default_rng(0)
+    quality = np.clip(np.column_stack([0.5 + 0.1 * rng.standard_normal(n), 0.9 + 0.05 * rng.standard_normal(n)]), 0, 1)
+    table = RewardTable(np.ones((n, 1)), quality, np.tile([0.01, 1.0], (n, 1)))
+    split = table_split(table, np.arange(n), train_rows=np.arange(n))
+    router = PacedRouter(contextual=False, eta=0.5)
+    rec = run_online(router, split, np.random.default_rng(1), budget=0.2 * n)
+    share = (rec.answer == 1).mean()
+    assert 0.15 < share <= 0.2 + 1e-9 and rec.answer[:2].tolist() == [0, 1]
 
 
 def escalation_problem(n: int, seed: int) -> Split:

@@ -98,6 +98,8 @@ def test_pipeline_summary_pairs_runs_and_counts_dips() -> None:
     out = {o.label: o for o in pipeline_summary(runs, warmup=200)}
     router = out["router"]
     assert router.dips == 1 and router.worst_dip == pytest.approx(0.5 - 0.7 * 250 / 400)
+    assert router.last_below == T  # the late dip lasts to the end
+    assert out[BEST_FIXED].last_below == 0
     assert router.cost == (pytest.approx(0.5), pytest.approx(0.0))
     want = np.mean([late_dip.mean(), early_dip.mean()]) / 0.6
     assert router.quality[0] == pytest.approx(want)

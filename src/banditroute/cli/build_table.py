@@ -69,12 +69,12 @@ def headroom_table(room: Headroom, table: RewardTable) -> Table:
         out.add_column(col, justify="left" if col == "arm" else "right")
     costs = None if table.costs is None else table.costs.mean(axis=0) * 1e3
     for m, name in enumerate(room.arm_names):
-        label = f"{name} (best single)" if m == room.best_arm else name
+        label = f"{name} (best)" if m == room.best_arm else name
         out.add_row(label, str(room.arm_means[m]), str(room.unique_best[m]), "" if costs is None else f"{costs[m]:.2f}")
     out.add_section()
-    out.add_row("best single model", str(room.best_single), "", "")
+    out.add_row("best fixed arm", str(room.best_single), "", "")
     out.add_row("per-query oracle", str(room.oracle), f"ties: {room.ties}", "")
-    out.add_row("oracle − best single", str(room.gap), "", "")
+    out.add_row("oracle − best fixed arm", str(room.gap), "", "")
     return out
 
 

@@ -181,16 +181,16 @@ def _real_demo(out: Path, table: Path | None, seeds: int, jobs: int, quiet: bool
         "arms: one pass from scratch, bandit feedback only, "
         f"{seeds} arrival orders (mean ± 95% CI)"
     )
-    for col in ("router / reference", "nDCG@10", "% of best fixed", "cost % of best fixed", "dips below best single"):
+    for col in ("router / reference", "nDCG@10", "% of best fixed", "cost % of best fixed", "below best single until"):
         view.add_column(col, justify="left" if col.startswith("router") else "right")
     for row in demo_rows(study):
-        reward, cost = row["reward"], row["cost"]
+        reward, cost = row["reward"], row.get("cost")
         view.add_row(
             row["name"],
             f"{reward[0]:.4f}" + (f" ± {reward[1]:.4f}" if reward[1] else ""),
             f"{row['quality']:.1%}",
             "" if cost is None else f"{cost[0]:.0%} ± {cost[1]:.0%}",
-            "" if "dips" not in row else str(row["dips"]),
+            row.get("below", ""),
         )
     console.print(view)
     console.print(f"figure: {result.figure}   traces and summary: {out / 'shuffle'}")

@@ -33,6 +33,7 @@ from banditroute.policies.registry import make_policy
 from banditroute.policies.ridge import LinUCB, RidgePolicy
 
 WARM_START_CHUNK = 256
+UNTRIED_LAM = 1e-6  # a non-contextual UCB's ridge: sample means, and an untried arm's bound ~ 1000
 
 
 def ucb_scores(policy: RidgePolicy, x: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -121,9 +122,14 @@ class PacedRouter(OnlineRouter):
 
     Args:
         featurizer: fitted contexts, or ``None`` to use the stream's contexts as they are.
-        alpha: LinUCB exploration width.
-        mu0: starting price, in quality units per ``c_ref`` of cost (with no training data to
-            calibrate it; the pacer corrects it within a few hundred queries).
+        contextual: ``False`` routes on a constant feature (a per-arm UCB on the sample means, with a
+            negligible ridge so an untried arm has an infinite bound and is tried first) — the better
+            choice when per-query signal is weak (``banditroute analyze`` says so).
+        alpha: LinUCB exploration width. Rewards in [0, 1] and a ridge prior mean of 0 make an untried
+            arm's bound ``alpha · ‖x‖``; below the best arm's mean it is never tried, so ``alpha`` must
+            stay ≥ 1 with unit-norm contexts.
+        mu0: starting price, in quality units per ``c_ref`` of cost (no training data calibrates it;
+            the pacer raises it as soon as spending runs ahead of the budget's rate).
         eta: dual step size.
         name: display name.
 
@@ -134,23 +140,29 @@ class PacedRouter(OnlineRouter):
         self,
         featurizer: Featurizer | None = None,
         *,
-        alpha: float = 0.5,
-        mu0: float = 1.0,
+        contextual: bool = True,
+        alpha: float = 1.0,
+        mu0: float = 0.0,
         eta: float = 0.05,
-        name: str = "paced-linucb",
+        name: str | None = None,
     ) -> None:
         self.featurizer = featurizer
+        self.contextual = bool(contextual)
         self.alpha = check_positive(alpha, "alpha", allow_zero=True)
         self.mu0 = check_positive(mu0, "mu0", allow_zero=True)
         self.eta = check_positive(eta, "eta", allow_zero=True)
-        self.name = name
+        self.name = name or ("paced-linucb" if self.contextual else "paced-ucb")
         self.pacer: DualPacer | None = None
 
     def start(self, stream: Split, budget: float | None) -> None:
-        self.X = stream.contexts if self.featurizer is None else self.featurizer.transform(stream.contexts)
+        if not self.contextual:
+            self.X = np.ones((stream.n_rows, 1))
+        else:
+            self.X = stream.contexts if self.featurizer is None else self.featurizer.transform(stream.contexts)
         self.est, self.upper = stream.est_cost, stream.upper_cost
         self.c_ref = max(float(stream.est_cost.mean(axis=0).max()), 1e-12)
-        self.policy = LinUCB(stream.n_arms, self.X.shape[1], alpha=self.alpha)
+        lam = 1.0 if self.contextual else UNTRIED_LAM
+        self.policy = LinUCB(stream.n_arms, self.X.shape[1], alpha=self.alpha, lam=lam)
         self.pacer = (
             None if budget is None else DualPacer(budget, stream.n_rows, self.mu0, eta=self.eta, scale=self.c_ref)
         )

@@ -38,15 +38,20 @@ from banditroute.core.validation import InputError, check_int
 from banditroute.envs.reward_table import RewardTable
 from banditroute.simulate.experiment import Experiment, ExperimentResult, PolicyRun, run_experiment
 from banditroute.studies.pipeline_routing import (
+    BUDGET_FRACTIONS,
     WARMUP,
+    BudgetOutcome,
     PolicyOutcome,
     References,
+    budget_runs,
     pipeline_summary,
     reference_runs,
 )
 
 ORDERS = ("shuffle", "blocks")
 DEFAULT_POLICIES: tuple[PolicyRun, ...] = (
+    PolicyRun("safe-linucb"),
+    PolicyRun("safe-hpg"),
     PolicyRun("hpg"),
     PolicyRun("hpg-free"),
     PolicyRun("loglinear"),
@@ -66,6 +71,7 @@ class EmbedRoutingResult:
     online: dict[str, ExperimentResult]
     references: References
     outcomes: dict[str, list[PolicyOutcome]]
+    budget: list[BudgetOutcome]
 
 
 def prepare(table_path: Path, out_dir: Path, context_dim: int) -> tuple[Path, RewardTable]:
@@ -113,6 +119,7 @@ def run_embed_routing(
     progress: bool = True,
     expressiveness: bool = True,
     expressiveness_options: dict[str, Any] | None = None,
+    budget_fractions: Sequence[float] = BUDGET_FRACTIONS,
 ) -> EmbedRoutingResult:
     """Headroom, class expressiveness and online runs for one table; everything lands under ``out_dir``."""
     seeds = check_int(seeds, "seeds")
@@ -153,7 +160,8 @@ def run_embed_routing(
             title=f"{table_path.stem}: {order} order",
         )
     outcomes = {order: pipeline_summary(res.runs) for order, res in online.items()}
-    return EmbedRoutingResult(str(table_path), table.n_rows, room, expr, online, refs, outcomes)
+    budget = budget_runs(table, budget_fractions, seeds=seeds)
+    return EmbedRoutingResult(str(table_path), table.n_rows, room, expr, online, refs, outcomes, budget)
 
 
 def _ci(v: tuple[float, float, float], digits: int = 3) -> str:
@@ -209,6 +217,20 @@ def report_markdown(result: EmbedRoutingResult) -> str:
             lines.append(f"| {row['policy']} | " + " | ".join(cells) + " |")
         lines += ["", f"Figure: `{res.figure}`", ""]
         lines += outcome_markdown(result.outcomes[order], room.arm_names[refs.best_fixed])
+    if result.budget:
+        lines += [
+            "**Under a budget** (a fraction of the best fixed arm's total cost; one pass per seed, "
+            f"{result.budget[0].seeds} seeds; mean ± 95% CI)",
+            "",
+            "| router | budget | % of best fixed quality | % of its cost | max spend / budget | queries answered |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for b in result.budget:
+            lines.append(
+                f"| {b.router} | {b.fraction:.0%} | {b.quality[0]:.1%} ± {b.quality[1]:.1%} | "
+                f"{b.cost[0]:.0%} ± {b.cost[1]:.0%} | {b.max_spend:.3f} | {b.answered:.1%} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -216,16 +238,17 @@ def outcome_markdown(outcomes: Sequence[PolicyOutcome], best_fixed: str) -> list
     """Each policy against the best fixed arm and the best single retriever on the same rows."""
     lines = [
         f"Against the best fixed arm ({best_fixed}) on the same rows (mean ± 95% CI over seeds); dips: seeds whose",
-        f"running average fell below the best single retriever's after {WARMUP} rounds (worst shortfall).",
+        f"running average fell below the best single retriever's after {WARMUP} rounds (worst shortfall); last",
+        "below: the last round at which any seed's running average was below the best single retriever's.",
         "",
-        "| policy | % of best fixed quality | % of its cost | reward − best fixed | dips |",
-        "|---|---:|---:|---:|---:|",
+        "| policy | % of best fixed quality | % of its cost | reward − best fixed | dips | last below |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for o in sorted(outcomes, key=lambda o: -o.quality[0]):
         cost = "" if o.cost is None else f"{o.cost[0]:.0%} ± {o.cost[1]:.0%}"
         dips = f"{o.dips}/{o.seeds}" + (f" ({o.worst_dip:.4f})" if o.dips else "")
         lines.append(
             f"| {o.label} | {o.quality[0]:.1%} ± {o.quality[1]:.1%} | {cost} | "
-            f"{o.vs_best[0]:+.4f} ± {o.vs_best[1]:.4f} | {dips} |"
+            f"{o.vs_best[0]:+.4f} ± {o.vs_best[1]:.4f} | {dips} | {o.last_below} |"
         )
     return [*lines, ""]

@@ -20,6 +20,7 @@ budget of 50% of the best fixed pipeline's cost, a paced router
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,7 +69,9 @@ class PolicyOutcome:
     ``quality`` and ``cost`` are (mean, CI half-width) over seeds of the run's average reward / cost
     divided by the best fixed arm's on the same rounds; ``vs_best`` the paired difference in average
     reward (policy − best fixed arm); ``dips`` the number of seeds whose running average fell below
-    the best single retriever's after ``warmup`` rounds, and ``worst_dip`` the largest such shortfall.
+    the best single retriever's after ``warmup`` rounds, ``worst_dip`` the largest such shortfall, and
+    ``last_below`` the last round (1-based, any seed) at which it was below: the warm-up after which
+    no run fell below the best single retriever (0: never below).
     """
 
     label: str
@@ -78,6 +81,7 @@ class PolicyOutcome:
     vs_best: tuple[float, float]
     dips: int
     worst_dip: float
+    last_below: int
     seeds: int
 
 
@@ -101,15 +105,17 @@ def pipeline_summary(runs: Mapping[str, Sequence[Trace]], *, warmup: int = WARMU
     single = {t.seed: t for t in runs.get(BEST_SINGLE, runs[BEST_FIXED])}
     out = []
     for label, traces in runs.items():
-        quality, cost, diff, dips, worst = [], [], [], 0, 0.0
+        quality, cost, diff, dips, worst, last = [], [], [], 0, 0.0, 0
         for trace in traces:
             ref, base = fixed[trace.seed], single[trace.seed]
             quality.append(trace.expected.mean() / ref.expected.mean())
             diff.append(trace.expected.mean() - ref.expected.mean())
             if trace.cost is not None and ref.cost is not None:
                 cost.append(trace.cost.mean() / ref.cost.mean())
+            gap = running_mean(trace.expected) - running_mean(base.expected)
+            below = np.flatnonzero(gap < 0)
+            last = max(last, int(below[-1]) + 1 if below.size else 0)
             if len(trace.expected) > warmup:
-                gap = running_mean(trace.expected) - running_mean(base.expected)
                 shortfall = -float(gap[warmup:].min())
                 if shortfall > 0:
                     dips += 1
@@ -123,6 +129,7 @@ def pipeline_summary(runs: Mapping[str, Sequence[Trace]], *, warmup: int = WARMU
                 vs_best=_ci(diff),
                 dips=dips,
                 worst_dip=worst,
+                last_below=last,
                 seeds=len(traces),
             )
         )
@@ -148,7 +155,7 @@ def budget_runs(
     fractions: Sequence[float] = BUDGET_FRACTIONS,
     *,
     seeds: int = 5,
-    router: Callable[[], OnlineRouter] = PacedRouter,
+    routers: Sequence[Callable[[], OnlineRouter]] = (),
 ) -> list[BudgetOutcome]:
     """``router`` under a total budget of ``fraction × n ×`` the best fixed arm's mean cost, one pass over
     each seed's random order, learning from bandit feedback only (:func:`~banditroute.costaware.online.run_online`
@@ -158,7 +165,7 @@ def budget_runs(
         return []
     refs = References.of(table)
     out = []
-    for fraction in fractions:
+    for fraction, router in itertools.product(fractions, routers or BUDGET_ROUTERS):
         quality, cost, spend, answered = [], [], [], []
         name = ""
         for seed in range(seeds):
@@ -175,6 +182,20 @@ def budget_runs(
             answered.append(float((record.n_calls > 0).mean()))
         out.append(BudgetOutcome(name, fraction, _ci(quality), _ci(cost), max(spend), float(np.mean(answered)), seeds))
     return out
+
+
+def paced_ucb() -> OnlineRouter:
+    """Budget-paced UCB over the arms, ignoring the context (α = 0.5, dual step 0.5: chosen on the SciFact
+    table among α ∈ {0.2, 0.5} × step ∈ {0.05, 0.5} and the contextual variant; docs/results/embedding-routing.md)."""
+    return PacedRouter(contextual=False, alpha=0.5, eta=0.5)
+
+
+def paced_linucb() -> OnlineRouter:
+    """The contextual variant (LinUCB, α = 1 so that untried arms are tried), for comparison."""
+    return PacedRouter(contextual=True, alpha=1.0, eta=0.5)
+
+
+BUDGET_ROUTERS: tuple[Callable[[], OnlineRouter], ...] = (paced_ucb, paced_linucb)
 
 
 def _ci(values: Sequence[float]) -> tuple[float, float]:

@@ -28,9 +28,11 @@ from banditroute.studies.figures import new_figure
 from banditroute.studies.pipeline_routing import BEST_FIXED, BEST_SINGLE, running_mean
 
 DEMO_POLICIES: tuple[PolicyRun, ...] = (
+    PolicyRun("safe-linucb"),
+    PolicyRun("safe-hpg"),
     PolicyRun("linucb"),
     PolicyRun("hpg"),
-    PolicyRun("egreedy"),
+    PolicyRun("hpg-free"),
     PolicyRun("exp3"),
     PolicyRun("uniform"),
 )
@@ -72,25 +74,38 @@ def run_demo(
 
 
 def demo_rows(study: EmbedRoutingResult) -> list[dict[str, Any]]:
-    """One row per reference and policy: name, mean reward ± CI, % of the best fixed arm, cost ± CI."""
+    """The references (oracle, best fixed arm, best single retriever), then the online policies by
+    quality, then the budgeted routers: name, mean reward ± CI, % of the best fixed arm, cost ± CI."""
     room, refs = study.headroom, study.references
     outcomes = {o.label: o for o in study.outcomes["shuffle"]}
+    best = room.arm_means[refs.best_fixed].mean
     rows: list[dict[str, Any]] = [
-        {
-            "name": "per-query oracle (ceiling)",
-            "reward": (room.oracle.mean, 0.0),
-            "quality": room.oracle.mean / room.arm_means[refs.best_fixed].mean,
-            "cost": None,
-        }
+        {"name": "per-query oracle (ceiling)", "reward": (room.oracle.mean, 0.0), "quality": room.oracle.mean / best}
     ]
-    for label, o in outcomes.items():
-        if label == BEST_FIXED:
-            name = f"best fixed arm: {room.arm_names[refs.best_fixed]}"
-        elif label == BEST_SINGLE and refs.best_single is not None:
-            name = f"best single retriever: {room.arm_names[refs.best_single]}"
-        else:
-            name = label
-        rows.append({"name": name, "reward": o.reward, "quality": o.quality[0], "cost": o.cost, "dips": o.dips})
+    names = {BEST_FIXED: f"best fixed arm: {room.arm_names[refs.best_fixed]}"}
+    if refs.best_single is not None:
+        names[BEST_SINGLE] = f"best single retriever: {room.arm_names[refs.best_single]}"
+    ordered = [o for o in (outcomes.get(BEST_FIXED), outcomes.get(BEST_SINGLE)) if o is not None]
+    ordered += sorted((o for o in outcomes.values() if o.label not in names), key=lambda o: -o.quality[0])
+    for o in ordered:
+        rows.append(
+            {
+                "name": names.get(o.label, o.label),
+                "reward": o.reward,
+                "quality": o.quality[0],
+                "cost": o.cost,
+                "below": "" if o.label in names else (str(o.last_below) if o.last_below else "never"),
+            }
+        )
+    for b in study.budget:
+        rows.append(
+            {
+                "name": f"{b.router}, budget {b.fraction:.0%} of best fixed",
+                "reward": (b.quality[0] * best, b.quality[1] * best),
+                "quality": b.quality[0],
+                "cost": b.cost,
+            }
+        )
     return rows
 
 
