@@ -69,6 +69,7 @@ def retrieval(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 {"name": "overlap", "retriever": {"factory": fake, "params": {"name": "overlap"}}},
                 {"name": "reverse", "retriever": {"factory": fake, "params": {"name": "reverse", "reverse": True}}},
                 {"name": "spare", "retriever": {"factory": fake}, "active": False},
+                {"name": "hybrid", "pipeline": "rrf(overlap,reverse;k=1)", "active": False},
             ],
         },
     )
@@ -406,6 +407,29 @@ def test_bad_search_input(retrieval: Server) -> None:
     ):
         res = c.post("/v1/search", json=body)
         assert res.status_code == 422, (body, res.text)
+
+
+def test_a_pipeline_arm_fuses_its_component_arms(retrieval: Server) -> None:
+    """rrf(overlap,reverse;k=1) over the same 5 documents: every document is in both full lists, and its
+    score is 1/(1 + rank in overlap) + 1/(1 + rank in reverse); the real search must return that order."""
+    admin = client(retrieval, key=ADMIN_KEY)
+    assert admin.post("/v1/models", json={"name": "hybrid"}).status_code == 201
+    out = client(retrieval).post("/v1/search", json={"query": "the longest river", "k": 5, "candidates": ["hybrid"]})
+    assert out.status_code == 200, out.text
+    items = out.json()["items"]
+    assert out.json()["model"] == "hybrid" and len(items) == 5
+    overlap = client(retrieval).post(
+        "/v1/search", json={"query": "the longest river", "k": 5, "candidates": ["overlap"]}
+    )
+    reverse = client(retrieval).post(
+        "/v1/search", json={"query": "the longest river", "k": 5, "candidates": ["reverse"]}
+    )
+    rank_o = {i["doc_id"]: i["rank"] for i in overlap.json()["items"]}
+    rank_r = {i["doc_id"]: i["rank"] for i in reverse.json()["items"]}
+    for item in items:
+        want = 1 / (1 + rank_o[item["doc_id"]]) + 1 / (1 + rank_r[item["doc_id"]])
+        assert item["score"] == pytest.approx(want, rel=1e-6)
+    assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
 
 
 def test_retrieval_mode_adds_only_declared_arms(retrieval: Server) -> None:

@@ -59,6 +59,40 @@ def test_bad_configs_name_the_problem(tmp_path: Path, change: dict[str, object],
         parse_config(config(tmp_path) | change)
 
 
+def _retrieval(*arms: dict[str, object]) -> dict[str, object]:
+    return {
+        "router": {},
+        "embedder": {"factory": "service_support:FakeEmbedder"},
+        "retrieval": {"corpus": "c.jsonl", "arms": list(arms)},
+    }
+
+
+BM25 = {"name": "bm25", "retriever": {"factory": "bm25"}}
+
+
+@pytest.mark.parametrize(
+    ("arm", "message"),
+    [
+        ({"name": "x"}, "exactly one of 'retriever' and 'pipeline'"),
+        ({"name": "x", "retriever": {"factory": "bm25"}, "pipeline": "rrf(a,b)"}, "exactly one"),
+        ({"name": "x", "pipeline": "cvx(bm25)"}, "at least two distinct"),
+        ({"name": "x", "pipeline": "mix(a,b)"}, "unknown pipeline"),
+    ],
+)
+def test_bad_pipeline_arms_name_the_problem(tmp_path: Path, arm: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_config(config(tmp_path) | _retrieval(BM25, arm))
+
+
+def test_a_pipeline_must_name_declared_arms(tmp_path: Path) -> None:
+    from banditroute.service.components import build_arms
+
+    cfg = parse_config(config(tmp_path) | _retrieval(BM25, {"name": "h", "pipeline": "rrf(bm25,dense)"}))
+    assert cfg.retrieval is not None
+    with pytest.raises(InputError, match=r"no retriever named \['dense'\]"):
+        build_arms(cfg.retrieval.arms, ["a text", "another text"])
+
+
 def test_config_files_resolve_relative_paths(tmp_path: Path) -> None:
     toml = '[router]\nmodels = ["a"]\ndim = 3\n[storage]\nurl = "sqlite:///logs/r.db"\n'
     (tmp_path / "router.toml").write_text(toml + f'[auth]\nadmin_key_hashes = ["{ADMIN}"]\n')

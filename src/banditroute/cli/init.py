@@ -118,6 +118,12 @@ retriever = {{ factory = "bm25" }}
 [[retrieval.arms]]
 name = "dense"
 retriever = {{ factory = "dense", params = {{ embedder = "minilm-l6-int8" }} }}
+
+# A pipeline over the arms above (the syntax of `banditroute build-table --models`): fusion
+# usually beats every single retriever; `banditroute analyze TABLE` says which to run.
+[[retrieval.arms]]
+name = "hybrid"
+pipeline = "cvx(bm25,dense;w=0.5)"     # also rrf(bm25,dense;k=60), rerank(bm25,dense;n=100)
 """
 
 

@@ -34,8 +34,10 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError
@@ -323,7 +325,7 @@ def run_pipeline(
     none: its cost is exactly its run's).
     """
     start = time.perf_counter()
-    positions, scores, paid = _derive(pipeline, lists, n_docs, k, rescorers or {})
+    positions, scores, paid = derive(pipeline, lists, n_docs, k, rescorers or {})
     own = 0.0 if pipeline.kind == "single" else (time.perf_counter() - start) / positions.shape[0]
     missing = [name for name in paid if name not in seconds]
     if missing:
@@ -332,10 +334,11 @@ def run_pipeline(
     return PipelineRun(positions, scores, cost, post_features(scores))
 
 
-def _derive(
+def derive(
     pipeline: Pipeline, lists: Mapping[str, RankedLists], n_docs: int, k: int, rescorers: Mapping[str, Rescore]
 ) -> tuple[IntArray, FloatArray, list[str]]:
-    """(positions, scores, the components whose cost it pays) of a pipeline, top ``k``."""
+    """(positions, scores, the components whose cost it pays) of a pipeline, top ``k``, from its
+    components' ranked lists and the re-scoring models' :func:`cosine_rescorer`."""
     unknown = [name for name in pipeline.retrievers if name not in lists]
     if unknown:
         raise InputError(f"pipeline {pipeline.name}: no results for retriever(s) {unknown}")
@@ -354,7 +357,7 @@ def _derive(
     assert pipeline.first is not None
     if pipeline.model not in rescorers:
         raise InputError(f"pipeline {pipeline.name}: no re-scoring model {pipeline.model!r}")
-    cand, _, paid = _derive(pipeline.first, lists, n_docs, pipeline.n, rescorers)
+    cand, _, paid = derive(pipeline.first, lists, n_docs, pipeline.n, rescorers)
     values = rescorers[pipeline.model](cand)
     valid = cand >= 0
     zero = np.zeros(cand.shape[0])
@@ -373,3 +376,71 @@ def post_features(scores: FloatArray) -> FloatArray:
     second = np.where(finite[:, 1], s[:, 1], top) if s.shape[1] > 1 else top
     mean = s.sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
     return np.column_stack([top, top - second, mean])
+
+
+def cosine_rescorer(queries: FloatArray, documents: FloatArray) -> Rescore:
+    """Scores of candidate corpus positions (n, L) for each of ``n`` queries: the inner product of the
+    query's and the document's unit vectors (``-1`` positions score 0)."""
+    q, docs = np.asarray(queries, dtype=np.float64), np.asarray(documents, dtype=np.float64)
+
+    def rescore(positions: IntArray) -> FloatArray:
+        out: FloatArray = np.einsum("nd,nld->nl", q, docs[np.maximum(positions, 0)])
+        return np.where(positions >= 0, out, 0.0)
+
+    return rescore
+
+
+class PipelineRetriever:
+    """A pipeline as a :class:`~banditroute.data.interfaces.Retriever` (the service's retrieval mode).
+
+    ``components`` maps every name the pipeline uses to a retriever that its owner indexes on the same
+    corpus (the service indexes each declared arm once, so a fusion shares its components with the arms
+    that expose them alone); a re-scoring model must be a dense retriever (it has an ``embedder``).
+    :meth:`index` only keeps the corpus size and the re-scoring models' document vectors (through their
+    embedding cache); :meth:`search` searches each component to ``depth`` and derives the pipeline's list.
+    """
+
+    def __init__(self, pipeline: Pipeline, components: Mapping[str, Any], *, depth: int = DEPTH) -> None:
+        missing = [m for m in pipeline.models if m not in components]
+        if missing:
+            raise InputError(f"pipeline {pipeline.name}: no retriever named {missing}")
+        self.pipeline, self.name, self.depth = pipeline, pipeline.name, depth
+        self.components = {m: components[m] for m in pipeline.models}
+        self.embedders = {}
+        for stage in rescoring_stages(pipeline):
+            embedder = getattr(self.components[stage.model], "embedder", None)
+            if embedder is None:
+                raise InputError(f"pipeline {pipeline.name}: re-scoring model {stage.model!r} is not a dense retriever")
+            self.embedders[stage.model] = embedder
+        self.n_docs = 0
+        self._doc_vectors: dict[str, FloatArray] = {}
+
+    def index(self, documents: Sequence[str]) -> None:
+        self._doc_vectors = {m: np.asarray(e.encode_documents(documents)) for m, e in self.embedders.items()}
+        self.n_docs = len(documents)
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[IntArray, NDArray[np.float32]]:
+        if not self.n_docs:
+            raise InputError(f"{self.name}: call index(documents) before search")
+        if not 1 <= k <= self.n_docs:
+            raise InputError(f"k must be between 1 and the number of indexed documents ({self.n_docs}), got {k}")
+        depth = min(max(k, self.depth), self.n_docs)
+        lists = {
+            name: RankedLists(*map(np.asarray, self.components[name].search(queries, depth)))
+            for name in self.pipeline.retrievers
+        }
+        rescorers = {
+            m: cosine_rescorer(self.embedders[m].encode_queries(queries), self._doc_vectors[m]) for m in self.embedders
+        }
+        positions, scores, _ = derive(self.pipeline, lists, self.n_docs, k, rescorers)
+        return positions, scores.astype(np.float32)
+
+
+def rescoring_stages(pipeline: Pipeline | None) -> list[Pipeline]:
+    """Every re-scoring stage of ``pipeline`` (nested first stages included)."""
+    out = []
+    while pipeline is not None:
+        if pipeline.kind == "rerank":
+            out.append(pipeline)
+        pipeline = pipeline.first
+    return out

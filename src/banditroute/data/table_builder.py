@@ -49,7 +49,17 @@ from banditroute.core.types import FloatArray, IntArray
 from banditroute.core.validation import InputError, check_int
 from banditroute.data.datasets.mixed import MixedDataset, parts_of
 from banditroute.data.interfaces import Embedder, RetrievalDataset, Retriever
-from banditroute.data.pipelines import DEPTH, POST_FEATURES, Pipeline, RankedLists, parse_pipeline, run_pipeline
+from banditroute.data.pipelines import (
+    DEPTH,
+    POST_FEATURES,
+    Pipeline,
+    RankedLists,
+    Rescore,
+    cosine_rescorer,
+    parse_pipeline,
+    rescoring_stages,
+    run_pipeline,
+)
 from banditroute.data.relevance import METRICS, Judgements, score
 from banditroute.envs.reward_table import RewardTable
 
@@ -329,7 +339,7 @@ def build_reward_table(
     if missing:
         raise InputError(f"the arms need retrievers {missing}, which were not given")
     first_stage = [by_name[n] for n in dict.fromkeys(n for a in arms for n in a.retrievers)]
-    rescoring = {a.model: by_name[a.model] for a in _reranks(arms)}
+    rescoring = {stage.model: by_name[stage.model] for arm in arms for stage in rescoring_stages(arm)}
     deep = any(a.kind != "single" for a in arms)
     features = list(features)
     if {"bm25", "lexical"} & set(features) and lexical is None:
@@ -454,32 +464,14 @@ def build_reward_table(
     )
 
 
-def _reranks(arms: Sequence[Pipeline]) -> Iterator[Pipeline]:
-    """Every re-scoring stage among ``arms`` (nested first stages included)."""
-    for arm in arms:
-        while arm is not None:
-            if arm.kind == "rerank":
-                yield arm
-            arm = arm.first  # type: ignore[assignment]
-
-
-def _rescorer(retriever: Retriever, part: RetrievalDataset) -> tuple[Callable[[IntArray], FloatArray], FloatArray]:
-    """Cosine scores of candidate positions by ``retriever``'s embedder, and its query-encoding seconds per query.
-
-    The document and query vectors come from the embedder (through its cache); the cost charged is
-    the embedding cache's measured encode time per query (0 for an embedder that records none).
-    """
+def _rescorer(retriever: Retriever, part: RetrievalDataset) -> tuple[Rescore, FloatArray]:
+    """Cosine scores of candidate positions by ``retriever``'s embedder, and its query-encoding seconds per query
+    (measured as for a dense arm, see the module notes)."""
     embedder = getattr(retriever, "embedder", None)
     if embedder is None:
         raise InputError(f"re-scoring needs an embedding model; {retriever.name!r} is not one")
-    docs = np.asarray(embedder.encode_documents(part.documents), dtype=np.float64)
     per_text = _encode_queries_first(retriever, part.queries)
-    q = np.asarray(embedder.encode_queries(part.queries), dtype=np.float64)
-
-    def rescore(positions: IntArray) -> FloatArray:
-        out: FloatArray = np.einsum("nd,nld->nl", q, docs[np.maximum(positions, 0)])
-        return out
-
+    rescore = cosine_rescorer(embedder.encode_queries(part.queries), embedder.encode_documents(part.documents))
     return rescore, np.full(len(part.queries), per_text)
 
 

@@ -11,6 +11,9 @@ A component's ``factory`` is a built-in name or ``"package.module:callable"`` (c
   named by ``params.embedder``, options in ``params.options``; corpus vectors go through the
   on-disk embedding cache unless ``params.cache = false``).
 
+A ``[[retrieval.arms]]`` entry with ``pipeline = "..."`` instead of ``retriever`` is a fusion or
+re-scoring pipeline over other arms (:func:`build_arms`).
+
 The corpus is JSON lines, one document per line with ``id`` (or BEIR's ``_id``) and ``text``
 (an optional ``title`` is prepended).
 """
@@ -18,13 +21,14 @@ The corpus is JSON lines, one document per line with ``id`` (or BEIR's ``_id``) 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from banditroute.core.validation import InputError
 from banditroute.data.interfaces import Embedder, Retriever
-from banditroute.service.config import ComponentConfig
+from banditroute.service.config import ComponentConfig, RetrievalArm
 
 
 def _call(target: str, params: dict[str, Any]) -> Any:
@@ -74,6 +78,27 @@ def build_retriever(cfg: ComponentConfig) -> Retriever:
     if not isinstance(obj, Retriever):
         raise InputError(f"retriever factory {cfg.factory!r} did not return a Retriever")
     return obj
+
+
+def build_arms(arms: Sequence[RetrievalArm], texts: Sequence[str]) -> dict[str, Retriever]:
+    """Every declared arm's retriever, indexed on ``texts``, in declared order: the plain retrievers first
+    (each indexed once), then the pipelines over them (:class:`~banditroute.data.pipelines.PipelineRetriever`,
+    whose components are the arms it names)."""
+    from banditroute.data.pipelines import PipelineRetriever, parse_pipeline
+
+    built: dict[str, Retriever] = {}
+    for arm in arms:
+        if arm.retriever is not None:
+            built[arm.name] = build_retriever(arm.retriever)
+            built[arm.name].index(texts)
+    for arm in arms:
+        if arm.pipeline is not None:
+            pipeline = PipelineRetriever(
+                parse_pipeline(arm.pipeline), {a.name: built[a.name] for a in arms if a.name in built}
+            )
+            pipeline.index(texts)
+            built[arm.name] = pipeline
+    return {arm.name: built[arm.name] for arm in arms}
 
 
 def load_corpus(path: Path) -> tuple[list[str], list[str]]:

@@ -42,6 +42,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from banditroute.core.validation import InputError
+from banditroute.data.pipelines import parse_pipeline
 
 KEY_HASH_PREFIX = "sha256:"
 # Text a client or the config may name things with: no control characters (C0, DEL, C1; PostgreSQL
@@ -70,11 +71,25 @@ class ComponentConfig(_Strict):
 
 
 class RetrievalArm(_Strict):
-    """One routing target of retrieval mode: a named retriever over the shared corpus."""
+    """One routing target of retrieval mode: a named retriever over the shared corpus, or a pipeline
+    (``pipeline = "cvx(bm25,dense;w=0.5)"``, the syntax of :mod:`banditroute.data.pipelines`) whose
+    components are other arms, named inside it (an inactive arm can serve only as a component)."""
 
     name: ModelName
-    retriever: ComponentConfig
+    retriever: ComponentConfig | None = None
+    pipeline: str | None = Field(default=None, min_length=1, max_length=1000)
     active: bool = True  # inactive arms are indexed at start and can be added at run time
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RetrievalArm:
+        if (self.retriever is None) == (self.pipeline is None):
+            raise ValueError(f"retrieval arm {self.name!r} needs exactly one of 'retriever' and 'pipeline'")
+        if self.pipeline is not None:
+            try:
+                parse_pipeline(self.pipeline)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
 
 class RetrievalConfig(_Strict):

@@ -44,7 +44,7 @@ from banditroute.data.interfaces import Embedder, Retriever
 from banditroute.ope.log import valid_rows
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
-from banditroute.service.components import build_embedder, build_retriever, load_corpus
+from banditroute.service.components import build_arms, build_embedder, load_corpus
 from banditroute.service.config import ServiceConfig
 from banditroute.service.learner import Learner
 from banditroute.service.metrics import RouterMetrics
@@ -130,10 +130,9 @@ class Router:
         self._load_models()
         if cfg.retrieval is not None:
             doc_ids, texts = load_corpus(cfg.retrieval.corpus)
-            retrievers = {arm.name: build_retriever(arm.retriever) for arm in cfg.retrieval.arms}
-            for r in retrievers.values():
-                r.index(texts)
-            self.retrieval = Retrieval(doc_ids, retrievers, min(cfg.retrieval.k, len(doc_ids)))
+            self.retrieval = Retrieval(
+                doc_ids, build_arms(cfg.retrieval.arms, texts), min(cfg.retrieval.k, len(doc_ids))
+            )
         self.spec = EnvSpec(n_arms=self.capacity, dim=dim, reward_range=self.reward_range)
         self.learner = Learner(
             self.new_policy(),

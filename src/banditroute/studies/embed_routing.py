@@ -1,18 +1,23 @@
 """The embedding-routing experiment (docs/specs/hpg.md §4–5) on saved reward tables.
 
-For one reward table (queries × embedding models, reward = retrieval quality of each model on
-each query) it reports, with 95% confidence intervals:
+For one reward table (queries × retrieval arms — single retrievers and pipelines of them,
+:mod:`banditroute.data.pipelines` — reward = retrieval quality of each arm on each query) it
+reports, with 95% confidence intervals:
 
-1. **Routing headroom**: every model's mean reward, the best single model, the per-query oracle.
+1. **Routing headroom**: every arm's mean reward, the best fixed arm and its margin over the best
+   single retriever, the per-query oracle.
 2. **Class expressiveness**: the best constant, log-linear and log-quadratic policies fitted with
    full information on a train split, compared on the test split
    (:mod:`banditroute.analysis.expressiveness`; the paper reports 68.0% lower gap for
    log-quadratic than log-linear on ESCI).
 3. **Online learning** under bandit feedback, in shuffled passes and in an adversarial order:
-   HPG (tuned, fast mode, and parameter-free), log-linear PG, LinUCB, ε-greedy, EXP3 (constant),
-   the best single model in hindsight and uniform, over several seeds, through the same
+   the safe (conservative) routers, HPG (tuned and parameter-free), log-linear PG, LinUCB,
+   ε-greedy, EXP3 (constant) and uniform, with fixed runs of the best fixed arm and the best single
+   retriever on the same rows, over several seeds, through the same
    :func:`~banditroute.simulate.experiment.run_experiment` as every other experiment (so runs are
-   resumable and saved as Parquet).
+   resumable and saved as Parquet); each policy is scored against those references
+   (:mod:`banditroute.studies.pipeline_routing`).
+4. **Under a budget**: paced routers at fractions of the best fixed arm's cost.
 
 Router context. The table's context (a reference encoder's query embedding, possibly with cheap
 query features) is standardised, projected on its top ``context_dim`` principal directions,
@@ -182,10 +187,10 @@ def report_markdown(result: EmbedRoutingResult) -> str:
     ]
     lines += ["| model | mean reward | uniquely best on |", "|---|---:|---:|"]
     for name, mean, share in zip(room.arm_names, room.arm_means, room.unique_best, strict=True):
-        mark = " (best single)" if name == room.arm_names[room.best_arm] else ""
+        mark = " (best fixed)" if name == room.arm_names[room.best_arm] else ""
         lines.append(f"| {name}{mark} | {mean} | {share.mean:.1%} |")
     lines.append(f"| **per-query oracle** | {room.oracle} | ties: {room.ties.mean:.1%} |")
-    lines.append(f"| oracle − best single | {room.gap} | |")
+    lines.append(f"| oracle − best fixed | {room.gap} | |")
     refs = result.references
     if refs.best_single is not None and refs.best_fixed_pipeline is not None:
         pipe, single = room.arm_means[refs.best_fixed_pipeline].mean, room.arm_means[refs.best_single].mean
