@@ -28,6 +28,8 @@ import numpy as np
 
 from banditroute.analysis.recommend import is_single
 from banditroute.core.types import FloatArray
+from banditroute.costaware.cascade import CascadeRouter
+from banditroute.costaware.features import Featurizer
 from banditroute.costaware.online import OnlineRouter, run_online
 from banditroute.costaware.routers import PacedRouter
 from banditroute.costaware.tables import table_split
@@ -155,7 +157,7 @@ def budget_runs(
     fractions: Sequence[float] = BUDGET_FRACTIONS,
     *,
     seeds: int = 5,
-    routers: Sequence[Callable[[], OnlineRouter]] = (),
+    routers: Sequence[Callable[[RewardTable], OnlineRouter]] = (),
 ) -> list[BudgetOutcome]:
     """``router`` under a total budget of ``fraction × n ×`` the best fixed arm's mean cost, one pass over
     each seed's random order, learning from bandit feedback only (:func:`~banditroute.costaware.online.run_online`
@@ -173,7 +175,7 @@ def budget_runs(
             split = table_split(table, order, train_rows=order, post=table.post_features)
             best_q, best_c = split.quality[:, refs.best_fixed], split.cost[:, refs.best_fixed]
             budget = fraction * float(best_c.sum())
-            routed = router()
+            routed = router(table)
             name = routed.name
             record = run_online(routed, split, np.random.default_rng([seed, 1]), budget=budget)
             quality.append(record.quality.mean() / best_q.mean())
@@ -184,18 +186,29 @@ def budget_runs(
     return out
 
 
-def paced_ucb() -> OnlineRouter:
+def paced_ucb(table: RewardTable) -> OnlineRouter:
     """Budget-paced UCB over the arms, ignoring the context (α = 0.5, dual step 0.5: chosen on the SciFact
     table among α ∈ {0.2, 0.5} × step ∈ {0.05, 0.5} and the contextual variant; docs/results/embedding-routing.md)."""
     return PacedRouter(contextual=False, alpha=0.5, eta=0.5)
 
 
-def paced_linucb() -> OnlineRouter:
+def paced_linucb(table: RewardTable) -> OnlineRouter:
     """The contextual variant (LinUCB, α = 1 so that untried arms are tried), for comparison."""
     return PacedRouter(contextual=True, alpha=1.0, eta=0.5)
 
 
-BUDGET_ROUTERS: tuple[Callable[[], OnlineRouter], ...] = (paced_ucb, paced_linucb)
+def escalating_cascade(table: RewardTable) -> OnlineRouter:
+    """Cheapest arm first, then escalate to the next only when its UCB beats the answer's quality predicted
+    from the first stage's post-retrieval features by more than its priced cost
+    (:class:`~banditroute.costaware.cascade.CascadeRouter`, ``stop="model"``), from scratch: no warm start;
+    its PCA context (16 components, no clusters) is fitted on the table's contexts, unsupervised."""
+    rows = np.arange(table.n_rows)
+    shape = table_split(table, rows, train_rows=rows, post=table.post_features)  # arms, post-features, c_ref
+    featurizer = Featurizer(k=16, clusters=0).fit(table.contexts)
+    return CascadeRouter(featurizer, shape, H=2, mode="budget", stop="model", mu=0.05, alpha=0.5, name="cascade")
+
+
+BUDGET_ROUTERS: tuple[Callable[[RewardTable], OnlineRouter], ...] = (paced_ucb, paced_linucb, escalating_cascade)
 
 
 def _ci(values: Sequence[float]) -> tuple[float, float]:

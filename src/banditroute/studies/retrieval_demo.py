@@ -32,7 +32,6 @@ DEMO_POLICIES: tuple[PolicyRun, ...] = (
     PolicyRun("safe-hpg"),
     PolicyRun("linucb"),
     PolicyRun("hpg"),
-    PolicyRun("hpg-free"),
     PolicyRun("exp3"),
     PolicyRun("uniform"),
 )
