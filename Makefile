@@ -93,8 +93,9 @@ bench-llm: $(VENV)/.stamp-test+embed
 bench-two-stage: $(VENV)/.stamp-test+twostage+torch
 	$(BIN)/banditroute bench two-stage --out runs/two-stage --figures docs/results/figures
 
-# Tests cover every optional part (service, real embedders, two-stage data), so they install all the extras.
-TEST_EXTRAS := test+lint+serve+embed+twostage
+# Tests cover every optional part (service, real embedders, two-stage data, a local Ray head), so they install
+# all the extras.
+TEST_EXTRAS := test+lint+serve+embed+twostage+ray
 lint: $(VENV)/.stamp-$(TEST_EXTRAS)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

@@ -42,6 +42,13 @@ app.add_typer(bench_app, name="bench")
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Parallel processes over (policy, seed) runs; -1 = all.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where runs execute: local (joblib processes, --jobs) or ray (the cluster at $RAY_ADDRESS, or a local "
+        "one; extra [ray]). Results are the same."
+    ),
+]
 
 
 @contextmanager

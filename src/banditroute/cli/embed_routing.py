@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markdown import Markdown
 
-from banditroute.cli.app import JobsOpt, QuietOpt, bench_app, console, user_errors
+from banditroute.cli.app import BackendOpt, JobsOpt, QuietOpt, bench_app, console, user_errors
 from banditroute.core.validation import InputError
 
 
@@ -32,6 +32,7 @@ def embed_routing(
         str, typer.Option(help="Budgets for the paced routers, as fractions of the best fixed arm's cost.")
     ] = "0.5",
     jobs: JobsOpt = -1,
+    backend: BackendOpt = "local",
     quiet: QuietOpt = False,
 ) -> None:
     """Headroom, class expressiveness and online policies (HPG vs baselines) on each table.
@@ -64,6 +65,7 @@ def embed_routing(
                 expressiveness=expressiveness,
                 budget_fractions=fractions,
                 jobs=jobs,
+                backend=backend,
                 progress=not quiet,
             )
             text = report_markdown(result)

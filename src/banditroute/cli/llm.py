@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from banditroute.cli.app import JobsOpt, QuietOpt, app, bench_app, console, user_errors
+from banditroute.cli.app import BackendOpt, JobsOpt, QuietOpt, app, bench_app, console, user_errors
 
 DATA_ENV = "BANDITROUTE_LLM_DATA"
 
@@ -68,6 +68,7 @@ def llm_routing(
     ] = "",
     max_queries: Annotated[int, typer.Option(help="Random split only: a seeded subsample of this many (0: all).")] = 0,
     jobs: JobsOpt = 1,
+    backend: BackendOpt = "local",
     overwrite: Annotated[bool, typer.Option(help="Replace results of a different configuration in --out.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -104,7 +105,9 @@ def llm_routing(
             if inputs[s].label:  # what was split and removed, also with --quiet
                 console.print(f"seed {s}: {inputs[s].label}")
         out_dir = out or Path("runs") / f"llm-routing-{data}"
-        result = run_benchmark(inputs, config, out_dir, n_jobs=jobs, progress=not quiet, overwrite=overwrite)
+        result = run_benchmark(
+            inputs, config, out_dir, n_jobs=jobs, progress=not quiet, overwrite=overwrite, backend=backend
+        )
 
         n_rows = first.table.n_rows
         points = Table(title=f"{data}: {protocol.name}, {n_rows} queries, {first.table.n_arms} LLMs, "

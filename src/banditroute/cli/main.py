@@ -16,7 +16,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from banditroute.cli.app import JobsOpt, QuietOpt, app, console, parse_options, parse_policy_options, user_errors
+from banditroute.cli.app import (
+    BackendOpt,
+    JobsOpt,
+    QuietOpt,
+    app,
+    console,
+    parse_options,
+    parse_policy_options,
+    user_errors,
+)
 from banditroute.core.validation import InputError
 from banditroute.envs.registry import ENV_REGISTRY
 from banditroute.policies.registry import REGISTRY
@@ -43,6 +52,7 @@ def _run(
     quiet: bool,
     overwrite: bool,
     title: str,
+    backend: str = "local",
 ) -> None:
     from banditroute.simulate.experiment import Experiment, PolicyRun, run_experiment
 
@@ -56,7 +66,9 @@ def _run(
         seeds=tuple(range(seeds)),
         batch_size=batch_size,
     )
-    result = run_experiment(exp, out, n_jobs=jobs, progress=not quiet, overwrite=overwrite, title=title)
+    result = run_experiment(
+        exp, out, n_jobs=jobs, progress=not quiet, overwrite=overwrite, title=title, backend=backend
+    )
     console.print(result.table(title))
     console.print(
         "mean ± 95% CI over seeds · regret: cumulative vs the per-context oracle · gap: oracle − E_π[reward]"
@@ -89,6 +101,7 @@ def simulate(
         typer.Option(help="Policy parameter name.key=value (repeatable), e.g. linucb.alpha=0.5."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the results of a different experiment in --out.")] = False,
+    backend: BackendOpt = "local",
     quiet: QuietOpt = False,
 ) -> None:
     """Compare policies on one environment over several seeds; print and save the summary.
@@ -115,6 +128,7 @@ def simulate(
             quiet=quiet,
             overwrite=overwrite,
             title=f"{env}: T={T}, {seeds} seeds",
+            backend=backend,
         )
 
 

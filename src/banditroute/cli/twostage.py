@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from banditroute.cli.app import JobsOpt, QuietOpt, bench_app, console, user_errors
+from banditroute.cli.app import BackendOpt, JobsOpt, QuietOpt, bench_app, console, user_errors
 from banditroute.core.validation import InputError
 
 
@@ -51,10 +51,12 @@ REGRET_COLUMNS = {
 }
 
 
-def _sweep(runs: list[Any], out: Path, figures: Path, name: str, rho: float, jobs: int, quiet: bool) -> None:
+def _sweep(
+    runs: list[Any], out: Path, figures: Path, name: str, rho: float, jobs: int, quiet: bool, backend: str
+) -> None:
     from banditroute.studies.two_stage import run_study
 
-    summary = run_study(runs, out, figures, name, rho, n_jobs=jobs, progress=not quiet)
+    summary = run_study(runs, out, figures, name, rho, n_jobs=jobs, progress=not quiet, backend=backend)
     T, seeds = runs[0].T, len({r.seed for r in runs})
     console.print(
         _table(summary, f"{name}: regret relative to a uniformly random agent (T={T}, {seeds} seeds)", REGRET_COLUMNS)
@@ -90,6 +92,7 @@ def two_stage(
     moe_seeds: Annotated[int, typer.Option(help="Seeds per MoE configuration.")] = 3,
     moe_steps: Annotated[int, typer.Option(help="Training steps per MoE / random-pool model.")] = 300,
     jobs: JobsOpt = 2,
+    backend: BackendOpt = "local",
     quiet: QuietOpt = False,
 ) -> None:
     """Two-stage recommenders (Hron et al. 2021): Figures 3–4 on synthetic and real data, and MoE pools.
@@ -122,7 +125,7 @@ def two_stage(
             T=T,
             seeds=seeds,
         )
-        _sweep(runs, out, figures, "synthetic", split_rho, jobs, quiet)
+        _sweep(runs, out, figures, "synthetic", split_rho, jobs, quiet, backend)
         for data in _list(real, str, "--real"):
             if data == "none":
                 continue
@@ -135,12 +138,12 @@ def two_stage(
                 T=real_T,
                 seeds=seeds,
             )
-            _sweep(real_runs, out, figures, data, _list(real_rho, float, "--real-rho")[0], jobs, quiet)
+            _sweep(real_runs, out, figures, data, _list(real_rho, float, "--real-rho")[0], jobs, quiet, backend)
             if moe:
-                _moe(data, out, figures, moe_seeds, moe_steps, jobs, quiet)
+                _moe(data, out, figures, moe_seeds, moe_steps, jobs, quiet, backend)
 
 
-def _moe(data: str, out: Path, figures: Path, seeds: int, steps: int, jobs: int, quiet: bool) -> None:
+def _moe(data: str, out: Path, figures: Path, seeds: int, steps: int, jobs: int, quiet: bool, backend: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -148,7 +151,7 @@ def _moe(data: str, out: Path, figures: Path, seeds: int, steps: int, jobs: int,
         return
     from banditroute.studies.moe_pools import run_study
 
-    summary = run_study(data, out, figures, seeds=seeds, steps=steps, n_jobs=jobs, progress=not quiet)
+    summary = run_study(data, out, figures, seeds=seeds, steps=steps, n_jobs=jobs, progress=not quiet, backend=backend)
     names = {"random": "random", "moe": "MoE", "distilled": "distilled", "popular": "popular"}
     columns = {"setting": "setting"} | {
         f"{m}_{k}": f"{names[m]} {k[0].upper()}@5" for m in names for k in ("precision", "recall")

@@ -31,6 +31,7 @@ from banditroute.core.validation import InputError, check_int, check_unit_interv
 from banditroute.envs.base import Environment
 from banditroute.envs.registry import ENV_REGISTRY, make_env
 from banditroute.policies.registry import REGISTRY
+from banditroute.simulate.parallel import check_backend
 from banditroute.simulate.results import plot_curves, read_trace, summarise, summary_table, write_trace
 from banditroute.simulate.runner import Trace, check_seeds, registry_factory, run_seed
 
@@ -212,6 +213,7 @@ def run_experiment(
     progress: bool = True,
     overwrite: bool = False,
     title: str = "",
+    backend: str = "local",
 ) -> ExperimentResult:
     """Run every missing (policy, seed) of ``exp`` into ``out_dir``, then write the summary and figure.
 
@@ -223,6 +225,8 @@ def run_experiment(
         progress: show a rich progress bar over tasks.
         overwrite: discard the results of a different experiment found in ``out_dir``.
         title: the figure's title (default: environment, ``T`` and number of seeds).
+        backend: ``"local"`` (joblib) or ``"ray"`` (:mod:`banditroute.simulate.parallel`); the results
+            are the same.
     """
     out = Path(out_dir)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
@@ -241,7 +245,7 @@ def run_experiment(
             read_trace(path, exp.T)  # a damaged file is reported now, not after hours of work
         else:
             todo.append((policy, seed, path))
-    _execute(exp, todo, n_jobs, progress, done=len(exp.policies) * len(exp.seeds) - len(todo))
+    _execute(exp, todo, n_jobs, progress, len(exp.policies) * len(exp.seeds) - len(todo), check_backend(backend))
 
     runs = {p.key: [read_trace(run_path(out, p.key, s), exp.T) for s in exp.seeds] for p in exp.policies}
     arm_names = spec.names()
@@ -253,12 +257,12 @@ def run_experiment(
 
 
 def _execute(
-    exp: Experiment, todo: Sequence[tuple[PolicyRun, int, Path]], n_jobs: int, progress: bool, done: int
+    exp: Experiment, todo: Sequence[tuple[PolicyRun, int, Path]], n_jobs: int, progress: bool, done: int, backend: str
 ) -> None:
     """Run the missing tasks (in parallel when asked), advancing a progress bar as each finishes."""
     from banditroute.simulate.parallel import progress_bar, unordered_map
 
     with progress_bar(progress) as bar:
         task = bar.add_task("runs (policy × seed)", total=done + len(todo), completed=done)
-        for label, seed in unordered_map(_run_task, [(exp, *t) for t in todo], n_jobs):
+        for label, seed in unordered_map(_run_task, [(exp, *t) for t in todo], n_jobs, backend):
             bar.update(task, advance=1, description=f"runs (policy × seed) · done {label} seed {seed}")

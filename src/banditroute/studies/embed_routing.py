@@ -125,6 +125,7 @@ def run_embed_routing(
     expressiveness: bool = True,
     expressiveness_options: dict[str, Any] | None = None,
     budget_fractions: Sequence[float] = BUDGET_FRACTIONS,
+    backend: str = "local",
 ) -> EmbedRoutingResult:
     """Headroom, class expressiveness and online runs for one table; everything lands under ``out_dir``."""
     seeds = check_int(seeds, "seeds")
@@ -163,6 +164,7 @@ def run_embed_routing(
             progress=progress,
             overwrite=False,
             title=f"{table_path.stem}: {order} order",
+            backend=backend,
         )
     outcomes = {order: pipeline_summary(res.runs) for order, res in online.items()}
     budget = budget_runs(table, budget_fractions, seeds=seeds)

@@ -62,6 +62,7 @@ from banditroute.llm.pilot import PilotRouter, PreferencePrior, fit_preference_p
 from banditroute.llm.protocols import Protocol, SeedInputs, embed
 from banditroute.llm.splits import question_split, write_split
 from banditroute.llm.tasks import TaskEstimator, structure_features
+from banditroute.simulate.parallel import check_backend, unordered_map
 from banditroute.studies.figures import new_figure
 
 FAMILIES = (
@@ -701,6 +702,7 @@ def run_benchmark(
     n_jobs: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    backend: str = "local",
 ) -> BenchResult:
     """Run (or resume) the benchmark into ``out_dir`` and write summary.csv, aiq.csv and figures.
 
@@ -724,7 +726,7 @@ def run_benchmark(
     seeds = list(config.seed_list)
     n_runs = len(method_runs(config, table.arm_names))
     files = {s: out_dir / "runs" / f"seed{s}.jsonl" for s in seeds}
-    if n_jobs == 1:
+    if n_jobs == 1 and check_backend(backend) == "local":
         from rich.progress import Progress
 
         with Progress(disable=not progress, transient=True) as bar:
@@ -732,9 +734,8 @@ def run_benchmark(
             for s in seeds:
                 run_seed(per_seed[s], config, s, files[s], lambda _: bar.advance(task))
     else:
-        from joblib import Parallel, delayed
-
-        Parallel(n_jobs=n_jobs)(delayed(run_seed)(per_seed[s], config, s, files[s]) for s in seeds)
+        for _ in unordered_map(run_seed, [(per_seed[s], config, s, files[s]) for s in seeds], n_jobs, backend):
+            pass
     rows = [r for s in seeds for r in read_rows(files[s])]
     summary = summary_frame(rows)
     aiqs = aiq_frame(rows)

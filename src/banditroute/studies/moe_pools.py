@@ -103,7 +103,15 @@ def _is_current(record: dict[str, Any], args: tuple[Any, ...]) -> bool:
 
 
 def run_study(
-    data: str, out: Path, figures: Path, *, seeds: int, steps: int, n_jobs: int = 1, progress: bool = True
+    data: str,
+    out: Path,
+    figures: Path,
+    *,
+    seeds: int,
+    steps: int,
+    n_jobs: int = 1,
+    progress: bool = True,
+    backend: str = "local",
 ) -> Any:
     """The MoE comparison on ``data``: runs (resumed), ``<data>_moe_runs.csv``, ``<data>_moe_summary.csv`` and
     the figure; returns the summary (mean over seeds per configuration)."""
@@ -117,7 +125,13 @@ def run_study(
         for config in configs
     ]
     records = run_missing(
-        tasks, _moe_task, valid=_is_current, n_jobs=n_jobs, progress=progress, label=f"{data}: MoE vs random pools"
+        tasks,
+        _moe_task,
+        valid=_is_current,
+        n_jobs=n_jobs,
+        progress=progress,
+        label=f"{data}: MoE vs random pools",
+        backend=backend,
     )
     frame = pd.DataFrame(records)
     frame.to_csv(out / f"{data}_moe_runs.csv", index=False)

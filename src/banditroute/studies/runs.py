@@ -42,12 +42,14 @@ def run_missing(
     n_jobs: int = 1,
     progress: bool = True,
     label: str = "runs",
+    backend: str = "local",
 ) -> list[Record]:
     """Every task's record: read from its path when there and ``valid(record, args)``, else computed.
 
     Each task is ``(path, args)``; a missing run calls ``fn(*args, path)``, which must write its record
-    to ``path`` (:func:`write_record`) and return it. Missing runs go to ``n_jobs`` processes and are
-    collected as they finish; stale temporary files of an interrupted writer are removed first.
+    to ``path`` (:func:`write_record`) and return it. Missing runs go to ``n_jobs`` processes (or the
+    Ray cluster: ``backend``, :mod:`banditroute.simulate.parallel`) and are collected as they finish;
+    stale temporary files of an interrupted writer are removed first.
     """
     for folder in {path.parent for path, _ in tasks}:
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,7 @@ def run_missing(
             todo.append((*args, path))
     with progress_bar(progress) as bar:
         task = bar.add_task(label, total=len(tasks), completed=len(records))
-        for record in unordered_map(fn, todo, n_jobs):
+        for record in unordered_map(fn, todo, n_jobs, backend):
             records.append(record)
             bar.update(task, advance=1)
     return records

@@ -175,21 +175,37 @@ def _is_record_of(record: dict[str, Any], args: tuple[Any, ...]) -> bool:
     return all(record.get(f.name) == getattr(run, f.name) for f in fields(Run))
 
 
-def run_sweep(runs: Sequence[Run], out_dir: str | Path, *, n_jobs: int = 1, progress: bool = True) -> pd.DataFrame:
+def run_sweep(
+    runs: Sequence[Run], out_dir: str | Path, *, n_jobs: int = 1, progress: bool = True, backend: str = "local"
+) -> pd.DataFrame:
     """Run every run without a finished file in ``out_dir/runs``; return all their records as a table."""
     runs_dir = Path(out_dir) / "runs"
     tasks = [(runs_dir / f"{run.key}.json", (run,)) for run in runs]
     records = run_missing(
-        tasks, _run_one, valid=_is_record_of, n_jobs=n_jobs, progress=progress, label="two-stage runs"
+        tasks,
+        _run_one,
+        valid=_is_record_of,
+        n_jobs=n_jobs,
+        progress=progress,
+        label="two-stage runs",
+        backend=backend,
     )
     return pd.DataFrame(records)
 
 
 def run_study(
-    runs: Sequence[Run], out: Path, figures: Path, name: str, rho: float, *, n_jobs: int = 1, progress: bool = True
+    runs: Sequence[Run],
+    out: Path,
+    figures: Path,
+    name: str,
+    rho: float,
+    *,
+    n_jobs: int = 1,
+    progress: bool = True,
+    backend: str = "local",
 ) -> pd.DataFrame:
     """One sweep end to end: runs (resumed), ``<name>_summary.csv``, the regret and split figures; the summary."""
-    summary = summarise(run_sweep(runs, out / name, n_jobs=n_jobs, progress=progress))
+    summary = summarise(run_sweep(runs, out / name, n_jobs=n_jobs, progress=progress, backend=backend))
     summary.to_csv(out / f"{name}_summary.csv", index=False)
     T, seeds = runs[0].T, len({r.seed for r in runs})
     plot_relative_regret(
