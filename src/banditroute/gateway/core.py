@@ -416,11 +416,12 @@ class Gateway:
         name = s.up.config.name
         first: dict[str, Any] = {}
         try:
-            async for event in s.up.events(s.response):
-                if event.get("usage"):
+            async for event, data in s.up.events(s.response):
+                if event.get("usage"):  # the gateway's own usage chunk replaces the upstream's (below)
                     s.usage = event.pop("usage")
                     if not event.get("choices"):
                         continue
+                    data = json.dumps(event, separators=(",", ":"))
                 for ch in event.get("choices") or ():
                     delta = ch.get("delta") if isinstance(ch, dict) else None
                     if isinstance(delta, dict) and isinstance(delta.get("content"), str):
@@ -428,7 +429,7 @@ class Gateway:
                 if not first:
                     first = event
                     self.metrics.ttft.labels(name).observe(time.perf_counter() - s.start)
-                yield b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+                yield b"data: " + data.encode() + b"\n\n"  # as the upstream sent it
             s.outcome = "ok"
         except UpstreamFailed as exc:
             s.outcome = "dropped"

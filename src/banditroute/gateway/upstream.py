@@ -63,10 +63,13 @@ class Upstream:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         limits = httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency)
-        self.client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=config.timeout_s, limits=limits
-        )
+        self.client = httpx.AsyncClient(headers=headers, timeout=config.timeout_s, limits=limits)
+        # parsed once: httpx would otherwise parse and merge a relative URL on every call
+        self.url = httpx.URL(config.base_url.rstrip("/") + "/chat/completions")
         self.slots = asyncio.Semaphore(config.max_concurrency)
+
+    def _payload(self, body: dict[str, Any]) -> bytes:
+        return json.dumps({**body, "model": self.config.model}, separators=(",", ":")).encode()
 
     def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
         c = self.config
@@ -76,12 +79,12 @@ class Upstream:
         """A non-streaming completion: the upstream's JSON answer."""
         async with self.slots:
             try:
-                r = await self.client.post("chat/completions", json={**body, "model": self.config.model})
+                r = await self.client.post(self.url, content=self._payload(body))
             except httpx.HTTPError as exc:
                 raise _failure(exc) from None
         _check(r.status_code, r.content)
         try:
-            out = r.json()
+            out = json.loads(r.content)
         except ValueError:
             raise UpstreamFailed("5xx", "answer is not JSON") from None
         if not isinstance(out, dict) or not isinstance(out.get("choices"), list):
@@ -93,7 +96,7 @@ class Upstream:
         The caller reads it with :meth:`events` and must close it."""
         await self.slots.acquire()
         try:
-            request = self.client.build_request("POST", "chat/completions", json={**body, "model": self.config.model})
+            request = self.client.build_request("POST", self.url, content=self._payload(body))
             try:
                 r = await self.client.send(request, stream=True)
             except httpx.HTTPError as exc:
@@ -108,8 +111,9 @@ class Upstream:
             raise
         return r
 
-    async def events(self, r: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        """The parsed ``data:`` events of a stream until ``[DONE]``; a drop raises :class:`UpstreamFailed`."""
+    async def events(self, r: httpx.Response) -> AsyncIterator[tuple[dict[str, Any], str]]:
+        """The ``data:`` events of a stream until ``[DONE]``, each parsed and as sent (its JSON text, so
+        that an event passed on unchanged is not serialised again); a drop raises :class:`UpstreamFailed`."""
         try:
             async for line in r.aiter_lines():
                 if not line.startswith("data:"):
@@ -123,7 +127,7 @@ class Upstream:
                     raise UpstreamFailed("5xx", "stream event is not JSON") from None
                 if isinstance(event, dict) and "error" in event:
                     raise UpstreamFailed("5xx", "error event in stream")
-                yield event
+                yield event, data
             raise UpstreamFailed("connection", "stream ended without [DONE]")
         except httpx.HTTPError as exc:
             raise _failure(exc) from None
