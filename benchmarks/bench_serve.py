@@ -39,6 +39,12 @@ import numpy as np
 
 POLICIES: dict[str, dict[str, Any]] = {
     "linucb": {"policy": {"name": "linucb", "params": {"epsilon": 0.05}}, "learn_batch": 1},
+    # the same router with micro-batched routing (router.route_batch_window_ms, issue 16)
+    "linucb-batched": {
+        "policy": {"name": "linucb", "params": {"epsilon": 0.05}},
+        "learn_batch": 1,
+        "router": {"route_batch_window_ms": 1.0},
+    },
     "hpg-fast": {
         "policy": {"name": "hpg", "params": {"mode": "fast", "fast_kwargs": {"batch": 16, "rank": 32}}},
         "learn_batch": 16,
@@ -223,7 +229,8 @@ def start_server(root: Path, name: str, args: argparse.Namespace) -> tuple[subpr
     cfg.write_text(
         f"[router]\nmodels = {toml([f'm{m}' for m in range(args.models)])}\ndim = {args.dim}\n"
         f"max_models = {args.models}\nlearn_batch = {spec['learn_batch']}\ncheckpoint_every = 20000\n"
-        f"[policy]\nname = {toml(spec['policy']['name'])}\nparams = {toml(spec['policy']['params'])}\n"
+        + "".join(f"{k} = {toml(v)}\n" for k, v in spec.get("router", {}).items())
+        + f"[policy]\nname = {toml(spec['policy']['name'])}\nparams = {toml(spec['policy']['params'])}\n"
         f"[storage]\nurl = {toml(f'sqlite:///{root / name}.db')}\n"
         f"[auth]\nadmin_key_hashes = [{toml(hash_key(KEY))}]\n[ope]\ninterval_s = 3600\n"
     )
