@@ -39,6 +39,12 @@ import numpy as np
 
 POLICIES: dict[str, dict[str, Any]] = {
     "linucb": {"policy": {"name": "linucb", "params": {"epsilon": 0.05}}, "learn_batch": 1},
+    # the same router with micro-batched routing (router.route_batch_window_ms, issue 16)
+    "linucb-batched": {
+        "policy": {"name": "linucb", "params": {"epsilon": 0.05}},
+        "learn_batch": 1,
+        "router": {"route_batch_window_ms": 1.0},
+    },
     "hpg-fast": {
         "policy": {"name": "hpg", "params": {"mode": "fast", "fast_kwargs": {"batch": 16, "rank": 32}}},
         "learn_batch": 16,
@@ -223,15 +229,18 @@ def start_server(root: Path, name: str, args: argparse.Namespace) -> tuple[subpr
     cfg.write_text(
         f"[router]\nmodels = {toml([f'm{m}' for m in range(args.models)])}\ndim = {args.dim}\n"
         f"max_models = {args.models}\nlearn_batch = {spec['learn_batch']}\ncheckpoint_every = 20000\n"
-        f"[policy]\nname = {toml(spec['policy']['name'])}\nparams = {toml(spec['policy']['params'])}\n"
+        + "".join(f"{k} = {toml(v)}\n" for k, v in spec.get("router", {}).items())
+        + f"[policy]\nname = {toml(spec['policy']['name'])}\nparams = {toml(spec['policy']['params'])}\n"
         f"[storage]\nurl = {toml(f'sqlite:///{root / name}.db')}\n"
         f"[auth]\nadmin_key_hashes = [{toml(hash_key(KEY))}]\n[ope]\ninterval_s = 3600\n"
     )
-    exe = Path(sys.executable).parent / "banditroute"
+    exe = [str(Path(sys.executable).parent / "banditroute")]
+    if args.profile is not None:  # the same server under per-thread cProfile (benchmarks/profile_serve.py)
+        exe = [sys.executable, "-m", "benchmarks.profile_serve", str(args.profile / name)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     with open(root / f"{name}.log", "wb") as log:
         proc = subprocess.Popen(
-            [str(exe), "serve", "--config", str(cfg), "--port", str(port), "--log-level", "warning"],
+            [*exe, "serve", "--config", str(cfg), "--port", str(port), "--log-level", "warning"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -300,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the open-loop phase")
     parser.add_argument("--closed-seconds", type=float, default=8.0, help="length of the closed-loop phase")
     parser.add_argument("--conns", type=int, default=16, help="keep-alive connections")
+    parser.add_argument(
+        "--profile", type=Path, help="profile every server thread (cProfile, CPU clock) into this directory"
+    )
     args = parser.parse_args(argv if argv is not None else ([] if __name__ != "__main__" else None))
     try:
         import fastapi  # noqa: F401
@@ -328,6 +340,11 @@ def main(argv: list[str] | None = None) -> None:
     goal = all(r["server_route_p99_ms"] <= 5.0 and r["routes_per_s"] >= 0.95 * args.rate for r in rows.values())
     print(f"\ngoal (p99 route decision <= 5 ms at {args.rate:g} routes/s, server side): {'met' if goal else 'NOT met'}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if args.profile is not None:
+        from benchmarks.profile_serve import report
+
+        for name in rows:
+            print(f"\n# profile of the {name} server\n{report(args.profile / name)}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def sherman_morrison_(A_inv: FloatArray, x: FloatArray, v: FloatArray | None = N
     With ``v``, also returns ``(A + x xᵀ)^{-1} v = A^{-1}v - u (uᵀv)``, read from ``A^{-1}`` in the
     same pass as ``A^{-1}x`` (ridge's ``θ = A^{-1} b`` at no extra pass over the d×d matrix).
     """
-    P = (x[None] if v is None else np.stack([x, v])) @ A_inv  # rows: xᵀA^{-1} (and vᵀA^{-1})
+    P = (x[None] if v is None else np.array((x, v))) @ A_inv  # rows: xᵀA^{-1} (and vᵀA^{-1})
     c = 1.0 + x @ P[0]
     if not c > 0.0:
         raise np.linalg.LinAlgError(f"Sherman–Morrison update failed (1 + xᵀA⁻¹x = {c}): A^-1 is not positive definite")

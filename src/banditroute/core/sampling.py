@@ -30,7 +30,7 @@ def softmax(logits: FloatArray, axis: int = -1) -> FloatArray:
 def argmax_uniform(scores: FloatArray, rtol: float = 1e-12) -> FloatArray:
     """Uniform distribution over the (near-)maximisers of each row: how a greedy policy with
     random tie-breaking actually chooses, written as the probability vector it draws from."""
-    best = np.max(scores, axis=-1, keepdims=True)
+    best = scores.max(axis=-1, keepdims=True)
     ties = scores >= best - rtol * np.maximum(1.0, np.abs(best))
     return ties / ties.sum(axis=-1, keepdims=True)
 

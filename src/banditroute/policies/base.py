@@ -199,9 +199,15 @@ class Policy(ABC):
     # ------------------------------------------------------------------ helpers
     def _broadcast(self, X: FloatArray) -> FloatArray:
         """``(n, d)`` -> read-only ``(n, M, d)`` view; ``(n, M, d)`` passes through."""
-        if X.ndim == 2:
-            return np.broadcast_to(X[:, None, :], (X.shape[0], self.n_arms, self.dim))
-        return X
+        if X.ndim != 2:
+            return X
+        shape = (X.shape[0], self.n_arms, self.dim)
+        if not X.flags.c_contiguous:
+            return np.broadcast_to(X[:, None, :], shape)
+        # the same view as np.broadcast_to's, built directly: a third of its cost, which matters per round
+        view: FloatArray = np.ndarray(shape, X.dtype, X, 0, (X.strides[0], 0, X.strides[1]))
+        view.flags.writeable = False
+        return view
 
     def _shared_context(self, X: FloatArray) -> bool:
         """True when every arm sees the same features (a broadcast view), enabling cheaper maths."""

@@ -78,6 +78,7 @@ class RidgePolicy(Policy):
         self.b = np.zeros((k, dim))
         self.theta = np.zeros((k, dim))
         self.counts = np.zeros(n_arms, dtype=np.int64)
+        self._models = np.zeros(n_arms, dtype=np.int64) if self.shared else np.arange(n_arms)
 
     # -------------------------------------------------------------- scores
     def means(self, X: Any) -> FloatArray:
@@ -90,12 +91,9 @@ class RidgePolicy(Policy):
         out: FloatArray = np.sqrt(np.maximum(variances, 0.0))
         return out
 
-    def _model_of_arm(self) -> IntArray:
-        return np.zeros(self.n_arms, dtype=np.int64) if self.shared else np.arange(self.n_arms)
-
     def _means(self, X: FloatArray) -> FloatArray:
         """``θ_{k(a)}ᵀ x_a`` for every row and arm, shape ``(n, M)``."""
-        theta = self.theta[self._model_of_arm()]  # (M, d)
+        theta = self.theta[self._models] if self.shared else self.theta  # (M, d)
         if self._shared_context(X):
             return X[:, 0, :] @ theta.T
         return np.einsum("nmd,md->nm", X, theta)
@@ -143,12 +141,13 @@ class RidgePolicy(Policy):
         self, X: FloatArray, actions: IntArray, probs: FloatArray, rewards: FloatArray, info: Mapping[str, Any]
     ) -> None:
         """Sherman–Morrison for an arm hit by one row, Woodbury for several; all in place."""
-        rows = X[np.arange(X.shape[0]), actions]  # (n, d): the chosen arm's features
-        models = self._model_of_arm()[actions]
-        if len(models) == 1:  # the per-round API: skip the grouping
-            self._update(int(models[0]), rows, rewards)
-            self.counts[actions[0]] += 1
+        if X.shape[0] == 1:  # the per-round API: skip the grouping
+            a = int(actions[0])
+            self._update(int(self._models[a]), X[0, a][None], rewards)
+            self.counts[a] += 1
             return
+        rows = X[np.arange(X.shape[0]), actions]  # (n, d): the chosen arm's features
+        models = self._models[actions]
         for k in np.flatnonzero(np.bincount(models)):  # the models hit, in order
             sel = models == k
             self._update(int(k), rows[sel], rewards[sel])

@@ -219,6 +219,53 @@ Serial = Callable[..., Awaitable[Any]]
 Extend = Callable[[FastAPI, Router, Serial], Extension]
 
 
+class RouteBatcher:
+    """Micro-batching of route requests (``router.route_batch_window_ms``, issue 16).
+
+    The first request of a batch waits ``window_s``; every route request that arrives meanwhile joins
+    it, and the batch is one ``route_batch`` call on the writer thread (one ``act_batch``, one commit:
+    :meth:`~banditroute.service.router.Router.route_batch`). Requests that arrive while a batch is on
+    the writer thread form the next batch, sent as soon as that one returns, without another wait.
+    Each request gets its own answer or error; a storage fault fails the whole batch (503, nothing
+    logged). Feedback is not delayed: it goes to the writer thread as it comes, and feedback for a
+    route can only follow that route's answer, which follows its commit.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, window_s: float, serial: Serial, run: Callable[[list[dict[str, Any]]], list[Any]]) -> None:
+        self.window_s = window_s
+        self._serial, self._run = serial, run
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, request: dict[str, Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(self.window_s)
+            while self._pending:
+                batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
+                try:
+                    results = await self._serial(self._run, [request for request, _ in batch])
+                except Exception as exc:  # storage fault or a bug: every request of the batch gets it
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # the client went away
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._task = None
+
+
 def create_app(config: ServiceConfig, router: Router | None = None, extend: Extend | None = None) -> FastAPI:
     """The ASGI app of one router; starting the app (lifespan) starts the router.
 
@@ -303,6 +350,8 @@ def create_app(config: ServiceConfig, router: Router | None = None, extend: Exte
         problems = "; ".join(_problem(e) for e in exc.errors()[:10])  # no echo: inputs stay out of responses
         return JSONResponse({"detail": problems}, status_code=422)
 
+    batcher = RouteBatcher(config.router.route_batch_window_ms / 1e3, serial, router.route_batch)
+
     @app.post("/v1/route")
     async def route(body: RouteBody) -> JSONResponse:
         context: Any = body.context
@@ -310,8 +359,10 @@ def create_app(config: ServiceConfig, router: Router | None = None, extend: Exte
             context = await run_in_threadpool(router.embed, body.query)
         elif body.query is not None:
             raise InputError("send exactly one of 'context' (a vector) and 'query' (text)")
-        out = await serial(router.route, context=context, candidates=body.candidates, request_id=body.request_id)
-        return JSONResponse(out)
+        request = {"context": context, "candidates": body.candidates, "request_id": body.request_id}
+        if batcher.window_s > 0:
+            return JSONResponse(await batcher.submit(request))
+        return JSONResponse(await serial(router.route, **request))
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackBody) -> JSONResponse:

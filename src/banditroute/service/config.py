@@ -10,6 +10,7 @@ Example (``router.toml``)::
     checkpoint_every = 5000                 # learned rows between policy checkpoints (a restart replays fewer)
     feedback_ttl_s = 86400                  # later feedback is refused with 410
     max_context_norm = 1e3                  # optional: contexts with a larger L2 norm get 422
+    route_batch_window_ms = 0.5             # optional: decide routes arriving within 0.5 ms together (0 = off)
 
     [policy]
     name = "linucb"                         # any name of `banditroute policies`
@@ -112,6 +113,9 @@ class RouterConfig(_Strict):
     keep_checkpoints: int = Field(default=3, ge=1)
     publish_interval_s: float = Field(default=0.2, ge=0)  # copying the state costs O(M d²) per publish
     max_context_norm: float | None = Field(default=None, gt=0)  # larger contexts are refused with 422
+    # Micro-batching: route requests arriving within this window (after the first) are decided by one
+    # act_batch call and logged in one commit; 0 = off, each route decided alone (service/app.py).
+    route_batch_window_ms: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("models")
     @classmethod

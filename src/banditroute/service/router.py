@@ -337,6 +337,96 @@ class Router:
         self.metrics.on_decision(self.models[slot].name, kind, slot, time.perf_counter() - start)
         return rec
 
+    def decide_batch(
+        self, xs: list[FloatArray], allowed: list[np.ndarray], kind: str, request_ids: list[str | None]
+    ) -> list[DecisionRecord | InputError]:
+        """:meth:`decide` for several requests at once (micro-batching, ``router.route_batch_window_ms``):
+        one ``act_batch`` call validates and decides them all with the same snapshot, and one commit logs
+        them before any is answered. The generator is drawn from row by row as ``n`` single decisions
+        would draw from it (:mod:`banditroute.core.sampling`), so the decisions are those of the same
+        requests decided one at a time from this snapshot. A request the policy refuses (length,
+        NaN/inf) or whose decision is invalid gets its :class:`InputError` and changes nothing; a
+        batch holding one is decided row by row, so the others are unaffected. A storage fault fails
+        the whole batch (nothing of it logged)."""
+        start = time.perf_counter()
+        assert self._snapshot is not None, "router not started"
+        if not all(x.shape == (self.dim,) for x in xs):  # the policy's own message for each bad row
+            return [self._decide_one(x, a, kind, r) for x, a, r in zip(xs, allowed, request_ids, strict=True)]
+        self._sync_counters()
+        policy, version = self._snapshot
+        X, masks = np.stack(xs), np.stack(allowed)
+        with np.errstate(all="ignore"):  # overflow shows up as non-finite probabilities, checked next
+            try:
+                decisions = policy.act_batch(X, self.rng, allowed=masks)
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError):  # InputError included: row by row
+                return [self._decide_one(x, a, kind, r) for x, a, r in zip(xs, allowed, request_ids, strict=True)]
+        valid = valid_rows(X, decisions.actions, decisions.probs, masks)
+        out: list[DecisionRecord | InputError] = []
+        recs: list[DecisionRecord] = []
+        now = time.time()
+        for i in range(len(xs)):
+            if not valid[i]:
+                out.append(InputError(INVALID_DECISION))
+                continue
+            d, event = decisions[i], self._next_event + len(recs)
+            rec = DecisionRecord(event, request_ids[i], now, kind, version, d.action, d.probs, masks[i], X[i])
+            rec.info.update(d.info)
+            recs.append(rec)
+            out.append(rec)
+        if recs:
+            with self._counters_at_risk():
+                self.storage.insert_decisions(recs)
+            self._next_event += len(recs)
+        elapsed = time.perf_counter() - start
+        for rec in recs:
+            self.metrics.on_decision(self.models[rec.action].name, kind, rec.action, elapsed)
+        return out
+
+    def _decide_one(
+        self, x: FloatArray, allowed: np.ndarray, kind: str, request_id: str | None
+    ) -> DecisionRecord | InputError:
+        try:
+            return self.decide(x, allowed, kind, request_id)
+        except InputError as exc:
+            return exc
+
+    def route_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+        """:meth:`route` for each request (keyword dicts), decided together (:meth:`decide_batch`);
+        each result is the response or the exception that request alone raised (4xx). A request id
+        repeated within the batch is answered after the batch is logged, as a retry."""
+        out: list[dict[str, Any] | Exception | None] = [None] * len(requests)
+        todo: list[tuple[int, FloatArray, np.ndarray, str | None]] = []
+        ids: set[str] = set()
+        retries: list[int] = []
+        for i, req in enumerate(requests):
+            request_id = req.get("request_id")
+            if request_id is not None and request_id in ids:
+                retries.append(i)
+                continue
+            try:
+                rec = self._replayed(request_id, "route")
+                if rec is not None:
+                    out[i] = self._response(rec)
+                    continue
+                x = self._context(req.get("context"), req.get("query"))
+                todo.append((i, x, self._allowed(req.get("candidates")), request_id))
+            except (InputError, Conflict) as exc:
+                out[i] = exc
+                continue
+            if request_id is not None:
+                ids.add(request_id)
+        if todo:
+            results = self.decide_batch([t[1] for t in todo], [t[2] for t in todo], "route", [t[3] for t in todo])
+            for (i, *_), res in zip(todo, results, strict=True):
+                out[i] = res if isinstance(res, Exception) else self._response(res)
+        for i in retries:
+            try:
+                out[i] = self.route(**requests[i])
+            except (InputError, Conflict) as exc:
+                out[i] = exc
+        assert all(r is not None for r in out)
+        return out  # type: ignore[return-value]
+
     def _replayed(self, request_id: str | None, kind: str) -> DecisionRecord | None:
         """The decision already taken for this client request id (idempotent retries)."""
         if request_id is None:

@@ -416,22 +416,29 @@ class Storage:
         self.conn.rollback()
         return int(value or 0)
 
-    @_guarded
     def insert_decision(self, rec: DecisionRecord) -> None:
+        self.insert_decisions([rec])
+
+    @_guarded
+    def insert_decisions(self, recs: list[DecisionRecord]) -> None:
+        """Log decisions in one commit (a micro-batch of routes: all or none)."""
         self.conn.execute(
             self._insert_decision,
-            {
-                "event_id": rec.event_id,
-                "request_id": rec.request_id,
-                "created_at": rec.created_at,
-                "kind": rec.kind,
-                "policy_version": rec.policy_version,
-                "action": rec.action,
-                "probs": np.ascontiguousarray(rec.probs, dtype=np.float64).tobytes(),
-                "allowed": np.ascontiguousarray(rec.allowed, dtype=np.uint8).tobytes(),
-                "context": np.ascontiguousarray(rec.context, dtype=np.float64).tobytes(),
-                "info": encode_info(rec.info),
-            },
+            [
+                {
+                    "event_id": rec.event_id,
+                    "request_id": rec.request_id,
+                    "created_at": rec.created_at,
+                    "kind": rec.kind,
+                    "policy_version": rec.policy_version,
+                    "action": rec.action,
+                    "probs": np.ascontiguousarray(rec.probs, dtype=np.float64).tobytes(),
+                    "allowed": np.ascontiguousarray(rec.allowed, dtype=np.uint8).tobytes(),
+                    "context": np.ascontiguousarray(rec.context, dtype=np.float64).tobytes(),
+                    "info": encode_info(rec.info),
+                }
+                for rec in recs
+            ],
         )
         self.conn.commit()
 
