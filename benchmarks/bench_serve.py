@@ -45,6 +45,13 @@ POLICIES: dict[str, dict[str, Any]] = {
         "learn_batch": 1,
         "router": {"route_batch_window_ms": 1.0},
     },
+    # LinUCB publishing a snapshot after every learned row (publish_interval_s = 0), as the learner did under
+    # steady feedback before it bounded publishing (issue 16): the side-by-side reference for that change
+    "linucb-publish-every-row": {
+        "policy": {"name": "linucb", "params": {"epsilon": 0.05}},
+        "learn_batch": 1,
+        "router": {"publish_interval_s": 0.0},
+    },
     "hpg-fast": {
         "policy": {"name": "hpg", "params": {"mode": "fast", "fast_kwargs": {"batch": 16, "rank": 32}}},
         "learn_batch": 16,

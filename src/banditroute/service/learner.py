@@ -10,8 +10,10 @@ policies use Sherman–Morrison for one row and Woodbury for several, which roun
 
 Routing never waits on learning: the learner owns its policy object and, after learning,
 *publishes* a copy (``state_dict`` into a fresh policy) that routing reads through one atomic
-reference swap — at most every ``publish_interval_s`` while feedback keeps arriving, at once when
-the queue runs dry. Checkpoints (every ``checkpoint_every`` rows, at group boundaries, and at
+reference swap — at most every ``publish_interval_s``, and at most ``publish_interval_s`` after the
+last row learned (the learner wakes up for it when no more feedback comes). Publishing copies the
+whole state (4.7 MB for LinUCB at d = 384, M = 4: 5 ms), so under steady feedback it must not follow
+every row: docs/benchmarks.md, "issue 16", measured it at 163 publishes/s before this bound. Checkpoints (every ``checkpoint_every`` rows, at group boundaries, and at
 shutdown) bound how much a restart replays.
 
 A storage fault (:class:`~banditroute.service.storage.StorageUnavailable`) while checkpointing or
@@ -205,14 +207,18 @@ class Learner:
     def _run(self) -> None:
         try:
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=self._publish_due())
+                except queue.Empty:  # learned rows wait for no more feedback: publish them now
+                    self._publish()
+                    continue
                 items = [item]
                 while not self._queue.empty() and len(items) < 4096:
                     items.append(self._queue.get())
                 stop = any(i is _STOP for i in items)
                 self._accept([i for i in items if isinstance(i, LearnRow)])
                 if self.applied_seq != self._published_seq and (
-                    stop or self._queue.empty() or time.monotonic() - self._published_at >= self.publish_interval_s
+                    stop or time.monotonic() - self._published_at >= self.publish_interval_s
                 ):
                     self._publish()
                 if self.applied_seq - self.checkpoint_seq >= self.checkpoint_every:
@@ -224,6 +230,12 @@ class Learner:
         except Exception:  # the service reports itself unhealthy; the log keeps every row for a restart
             self.failed = True
             log.exception("learner stopped on an unexpected error")
+
+    def _publish_due(self) -> float | None:
+        """Seconds until unpublished learned rows are due for publishing (``None``: nothing to publish)."""
+        if self.applied_seq == self._published_seq:
+            return None
+        return max(0.0, self._published_at + self.publish_interval_s - time.monotonic())
 
     def _accept(self, rows: list[LearnRow]) -> None:
         for row in rows:
