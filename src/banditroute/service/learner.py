@@ -13,8 +13,9 @@ Routing never waits on learning: the learner owns its policy object and, after l
 reference swap — at most every ``publish_interval_s``, and at most ``publish_interval_s`` after the
 last row learned (the learner wakes up for it when no more feedback comes). Publishing copies the
 whole state (4.7 MB for LinUCB at d = 384, M = 4: 5 ms), so under steady feedback it must not follow
-every row: docs/benchmarks.md, "issue 16", measured it at 163 publishes/s before this bound. Checkpoints (every ``checkpoint_every`` rows, at group boundaries, and at
-shutdown) bound how much a restart replays.
+every row: docs/benchmarks.md, "issue 16", measured it at 163 publishes/s before this bound.
+Checkpoints (every ``checkpoint_every`` rows, at group boundaries, and at shutdown) bound how much a
+restart replays.
 
 A storage fault (:class:`~banditroute.service.storage.StorageUnavailable`) while checkpointing or
 reading a gap from the log does not stop the learner: it retries with exponential backoff until the
