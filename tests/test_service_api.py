@@ -295,16 +295,30 @@ def test_bad_feedback(plain: Any) -> None:
     assert c.post("/v1/feedback", json={"event_id": event, "reward": 0.5}).json()["status"] == "accepted"
 
 
-def test_feedback_after_ttl_is_410(plain: Any) -> None:
-    server, db = plain
-    c = client(server)
-    event = route(c, context=next(unit_contexts(1, DIM, 6)))["event_id"]
-    with sqlite3.connect(db) as conn:  # the decision was taken 8 days ago (TTL: 7 days)
+def test_feedback_after_ttl_is_410(tmp_path: Path) -> None:
+    """A decision taken 8 days ago (TTL: 7 days): its feedback is refused with 410 and nothing is written.
+    The age is set in the log while the server is down, so the restarted server knows it only from there
+    (a running server answers feedback on its recent decisions from memory)."""
+    cfg = write_config(
+        tmp_path / "router.toml",
+        {"router": {"models": ["a", "b"], "dim": DIM}, "storage": {"url": "sqlite:///router.db"}},
+    )
+    server = Server(cfg, tmp_path / "server.log").start()
+    try:
+        event = route(client(server), context=next(unit_contexts(1, DIM, 6)))["event_id"]
+    finally:
+        server.stop()
+    db = tmp_path / "router.db"
+    with sqlite3.connect(db) as conn:
         conn.execute("update decisions set created_at = created_at - 8 * 86400 where event_id = ?", (event,))
-    before = count_rows(db)
-    res = c.post("/v1/feedback", json={"event_id": event, "reward": 0.5})
-    assert res.status_code == 410 and "TTL" in res.json()["detail"]
-    assert count_rows(db) == before
+    server = Server(cfg, tmp_path / "server2.log").start()
+    try:
+        before = count_rows(db)
+        res = client(server).post("/v1/feedback", json={"event_id": event, "reward": 0.5})
+        assert res.status_code == 410 and "TTL" in res.json()["detail"]
+        assert count_rows(db) == before
+    finally:
+        server.stop()
 
 
 def test_oversized_bodies_are_413(plain: Any) -> None:

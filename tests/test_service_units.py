@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,38 @@ def test_checkpoints_round_trip_and_corruption_is_caught(tmp_path: Path) -> None
             np.testing.assert_array_equal(back["state"][k], v)
         with pytest.raises(InputError, match="corrupted"):
             decode_state(encode_state(state)[:100])
+    finally:
+        router.stop()
+
+
+def test_feedback_on_recent_decisions_skips_the_log_read_and_keeps_its_rules(tmp_path: Path) -> None:
+    """Feedback on a decision this process just logged is answered from memory (no read of the decision
+    row); a duplicate, an unknown id and a decision past the TTL behave exactly as when read from the log."""
+    from banditroute.service.router import Gone, NotFound
+
+    router = Router(parse_config(config(tmp_path, feedback_ttl_s=0.3)))
+    router.start()
+    reads: list[int] = []
+    log_read = router.storage.get_decision
+
+    def counting(event_id: int):  # type: ignore[no-untyped-def]
+        reads.append(event_id)
+        return log_read(event_id)
+
+    router.storage.get_decision = counting  # type: ignore[method-assign]
+    try:
+        rng = np.random.default_rng(0)
+        fresh = router.route(context=rng.normal(size=4))["event_id"]
+        assert router.feedback(fresh, 0.5)["status"] == "accepted" and reads == []
+        again = router.feedback(fresh, 0.9)  # read from the log: first wins
+        assert again["status"] == "duplicate" and again["reward"] == 0.5 and reads == [fresh]
+        old = router.route(context=rng.normal(size=4))["event_id"]
+        time.sleep(0.4)
+        with pytest.raises(Gone, match="TTL"):
+            router.feedback(old, 0.5)
+        with pytest.raises(NotFound):
+            router.feedback(10**9, 0.5)
+        assert [r.seq for r in router.storage.learn_rows(0)] == [1]  # one feedback accepted in all
     finally:
         router.stop()
 

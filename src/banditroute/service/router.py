@@ -61,6 +61,7 @@ from banditroute.service.writer_lock import WriterLock
 log = logging.getLogger("banditroute.service")
 
 FAILURE_WINDOW_S = 10.0  # /healthz reports a storage call that failed this recently (and not since)
+RECENT_DECISIONS = 4096  # decisions kept in memory for their feedback (at d = 384: about 13 MB)
 
 
 INVALID_DECISION = (
@@ -94,6 +95,7 @@ class Router:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
+        self._recent: dict[int, DecisionRecord] = {}  # event id -> decision logged by this process, awaiting feedback
         self.capacity = config.capacity()
         self.reward_range = config.router.reward_range
         self.models: tuple[ModelRecord, ...] = ()
@@ -297,6 +299,13 @@ class Router:
         }
 
     # ------------------------------------------------------------------ routing
+    def _remember(self, rec: DecisionRecord) -> None:
+        """Keep a just-logged decision for its feedback (the oldest of :data:`RECENT_DECISIONS` is dropped):
+        feedback then need not read the decision back from the log (the gateway profile, docs/benchmarks.md)."""
+        self._recent[rec.event_id] = rec
+        if len(self._recent) > RECENT_DECISIONS:
+            del self._recent[next(iter(self._recent))]
+
     def decide(self, x: FloatArray, allowed: np.ndarray, kind: str, request_id: str | None) -> DecisionRecord:
         """Decide among ``allowed`` for context ``x``, log it, return the record.
 
@@ -333,6 +342,7 @@ class Router:
         with self._counters_at_risk():
             self.storage.insert_decision(rec)
         self._next_event += 1
+        self._remember(rec)
         slot = rec.action
         self.metrics.on_decision(self.models[slot].name, kind, slot, time.perf_counter() - start)
         return rec
@@ -377,6 +387,8 @@ class Router:
             with self._counters_at_risk():
                 self.storage.insert_decisions(recs)
             self._next_event += len(recs)
+            for rec in recs:
+                self._remember(rec)
         elapsed = time.perf_counter() - start
         for rec in recs:
             self.metrics.on_decision(self.models[rec.action].name, kind, rec.action, elapsed)
@@ -486,11 +498,15 @@ class Router:
             raise InputError(f"reward is outside the router's reward_range [{lo}, {hi}]")
         if cost is not None and not (math.isfinite(cost) and cost >= 0):
             raise InputError("cost must be a finite number >= 0")
-        found = self.storage.get_decision(event_id)
-        if found is None:
-            self.metrics.on_feedback("unknown")
-            raise NotFound("unknown event_id")
-        rec, seen = found
+        recent = self._recent.pop(event_id, None)
+        if recent is not None and time.time() - recent.created_at <= self.config.router.feedback_ttl_s:
+            rec, seen = recent, None  # logged by this process, no feedback yet: a duplicate insert says otherwise
+        else:
+            found = self.storage.get_decision(event_id)
+            if found is None:
+                self.metrics.on_feedback("unknown")
+                raise NotFound("unknown event_id")
+            rec, seen = found
         if seen is None and time.time() - rec.created_at > self.config.router.feedback_ttl_s:
             self.metrics.on_feedback("expired")
             raise Gone(f"feedback came after the {self.config.router.feedback_ttl_s:g} s TTL")
