@@ -127,6 +127,7 @@ def plot_demo(study: EmbedRoutingResult, path: Path) -> Path:
     scatter.set_xlabel("mean cost (ms / query)")
     scatter.set_ylabel("mean nDCG@10 over the run")
     scatter.set_xscale("log")
+    scatter.tick_params(axis="x", which="minor", labelbottom=False)  # minor labels of a short log axis overlap
     scatter.set_title("quality against cost (colours as on the left)", fontsize="small")
     fig.suptitle(f"Routing among retrieval pipelines: {study.n_queries} real queries, bandit feedback")
     path.parent.mkdir(parents=True, exist_ok=True)
