@@ -20,6 +20,8 @@ from banditroute.core.types import FloatArray, IntArray
 
 PROB_TOL = 1e-6
 
+_all, _min, _sum = np.logical_and.reduce, np.minimum.reduce, np.add.reduce
+
 
 class InputError(ValueError):
     """Raised when an argument has the wrong shape, type or value."""
@@ -43,7 +45,7 @@ def _as_float(a: Any, name: str) -> FloatArray:
 
 
 def check_finite(arr: FloatArray, name: str) -> FloatArray:
-    if not np.isfinite(arr).all():
+    if not _all(np.isfinite(arr), axis=None):  # the ufunc's reduce: ``.all()`` adds a Python wrapper
         raise InputError(f"{name} contains NaN or inf")
     return arr
 
@@ -76,7 +78,7 @@ def check_allowed(allowed: Any, n: int, n_arms: int) -> np.ndarray:
 
 def check_rewards(r: Any, n: int | None, reward_range: tuple[float, float] | None) -> FloatArray:
     """Rewards must be finite and, when the policy declares a range, inside it."""
-    if n is None and type(r) is float:  # the per-round call: a Python float needs no array checks
+    if n is None and isinstance(r, float):  # the per-round call: a Python or numpy float needs no array checks
         if not math.isfinite(r):
             raise InputError("reward contains NaN or inf")
         if reward_range is not None and not reward_range[0] <= r <= reward_range[1]:
@@ -124,7 +126,8 @@ def check_probs(p: Any, n: int | None, n_arms: int) -> FloatArray:
     if arr.shape != want:
         raise InputError(f"probs must have shape {want}, got {arr.shape}")
     check_finite(arr, "probs")
-    if arr.min() < 0 or np.abs(arr.sum(axis=-1) - 1.0).max() > PROB_TOL:
+    err = abs(_sum(arr) - 1.0) if n is None else np.abs(_sum(arr, axis=-1) - 1.0).max()
+    if _min(arr, axis=None) < 0 or err > PROB_TOL:
         raise InputError("probs must be non-negative and sum to one")
     return arr
 
