@@ -7,14 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from banditroute.core.sampling import (
-    argmax_uniform,
-    argmax_uniform_row,
-    mix_uniform,
-    mix_uniform_row,
-    sample_categorical,
-    sample_categorical_row,
-)
+from banditroute.core import sampling
 from banditroute.policies.ridge import LinTS, LinUCB, RidgePolicy
 
 
@@ -33,23 +26,23 @@ def _score_rows(rng: np.random.Generator) -> list[np.ndarray]:
 def test_row_rules_equal_vectorised_bit_for_bit(epsilon: float) -> None:
     rng = np.random.default_rng(3)
     for scores in _score_rows(rng):
-        greedy = argmax_uniform_row(scores.tolist())
+        greedy = sampling.argmax_uniform_row(scores.tolist())
         assert greedy is not None
-        want = argmax_uniform(scores[None])[0]
+        want = sampling.argmax_uniform(scores[None])[0]
         assert np.array(greedy).tobytes() == want.tobytes()
-        probs = mix_uniform_row(greedy, epsilon)
-        want = mix_uniform(want, epsilon)
+        probs = sampling.mix_uniform_row(greedy, epsilon)
+        want = sampling.mix_uniform(want, epsilon)
         assert np.array(probs).tobytes() == want.tobytes()
         r1, r2 = np.random.default_rng(11), np.random.default_rng(11)
-        assert [sample_categorical_row(probs, r1) for _ in range(200)] == [
-            int(sample_categorical(want[None], r2)[0]) for _ in range(200)
+        assert [sampling.sample_categorical_row(probs, r1) for _ in range(200)] == [
+            int(sampling.sample_categorical(want[None], r2)[0]) for _ in range(200)
         ]
         assert r1.random() == r2.random()  # the generators advanced alike
 
 
 def test_row_argmax_refuses_non_finite_scores() -> None:
     for bad in (np.nan, np.inf, -np.inf):
-        assert argmax_uniform_row([0.0, bad, 1.0]) is None
+        assert sampling.argmax_uniform_row([0.0, bad, 1.0]) is None
 
 
 @pytest.mark.parametrize(
@@ -90,3 +83,27 @@ def test_non_finite_scores_take_the_vectorised_path() -> None:
         dec, bd = one.act(x, r1), batch.act_batch(x[None], r2)
     assert dec.action == int(bd.actions[0])
     assert np.array_equal(dec.probs, bd.probs[0], equal_nan=True)
+
+
+def test_small_vector_checks_reject_exactly_the_bad_ones() -> None:
+    """The Python-float checks of short vectors (``core/validation.py``): an overflowing sum of
+    huge finite entries is still accepted; NaN, ±inf (also +inf and -inf together) still rejected;
+    probabilities judged as before, with the same messages."""
+    from banditroute.core.validation import InputError, check_context, check_probs
+
+    huge = np.full(4, 1e308)
+    assert check_context(huge, 2, 4) is huge
+    for bad in ([np.nan, 0, 0, 0], [np.inf, 0, 0, 0], [np.inf, -np.inf, 0, 0]):
+        with pytest.raises(InputError, match="context contains NaN or inf"):
+            check_context(np.array(bad), 2, 4)
+    assert check_probs(np.array([0.25, 0.75, 0.0]), None, 3) is not None
+    with pytest.raises(InputError, match="probs contains NaN or inf"):
+        check_probs(np.array([np.inf, -np.inf, 1.0]), None, 3)
+    for bad in ([-0.5, 1.5, 0.0], [0.5, 0.5, 1e-3], [1e308, 1e308, -1e308]):
+        with pytest.raises(InputError, match="non-negative and sum to one"):
+            check_probs(np.array(bad), None, 3)
+    long = np.full(100, 0.01)  # past the short-vector path: numpy's checks
+    assert check_probs(long, None, 100) is not None
+    long[3] = np.nan
+    with pytest.raises(InputError, match="probs contains NaN or inf"):
+        check_probs(long, None, 100)

@@ -74,7 +74,7 @@ class Policy(ABC):
         the decision holds the distribution it was drawn from."""
         X = check_context(x, self.n_arms, self.dim)[None]
         if allowed is None:  # the per-round call: no batch of one to build and unpack
-            return self._act_one(self._broadcast(X), check_generator(rng))
+            return self._act_one(X, check_generator(rng))
         return self._decide(X, check_generator(rng), allowed)[0]
 
     def act_batch(self, X: Any, rng: np.random.Generator, *, allowed: Any = None) -> BatchDecision:
@@ -181,11 +181,11 @@ class Policy(ABC):
         """Install validated copies of the arrays from ``_get_state``."""
 
     def _act_one(self, X: FloatArray, rng: np.random.Generator) -> Decision:
-        """Decide the single row of ``X`` (``(1, M, d)``, validated) among all arms, as
-        ``_act_batch`` would. Default: that batch of one; a policy overrides it with a single-row
-        path doing the same floating-point operations, so that ``act`` and ``act_batch`` decide
-        alike bit for bit (``policies/ridge.py``, ``tests/test_single_row.py``)."""
-        return self._act_batch(X, rng)[0]
+        """Decide the single row of ``X`` (``(1, d)`` or ``(1, M, d)``, validated, *not* broadcast)
+        among all arms, as ``_act_batch`` would. Default: that batch of one; a policy overrides it
+        with a single-row path doing the same floating-point operations, so that ``act`` and
+        ``act_batch`` decide alike bit for bit (``policies/ridge.py``, ``tests/test_single_row.py``)."""
+        return self._act_batch(self._broadcast(X), rng)[0]
 
     def _act_restricted(self, X: FloatArray, mask: np.ndarray, rng: np.random.Generator) -> BatchDecision:
         """Decide rows of ``X`` among the arms ``mask`` (``(n, M)``) allows. Default: draw from
