@@ -12,6 +12,8 @@ speed. The functions ending in ``_`` update their first argument; the others ret
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.linalg.blas import dgemm, dger
 from scipy.linalg.lapack import dpotrf, dtrtrs
@@ -48,7 +50,7 @@ def sherman_morrison_(A_inv: FloatArray, x: FloatArray, v: FloatArray | None = N
     c = 1.0 + x @ P[0]
     if not c > 0.0:
         raise np.linalg.LinAlgError(f"Sherman–Morrison update failed (1 + xᵀA⁻¹x = {c}): A^-1 is not positive definite")
-    u = P[0] / np.sqrt(c)
+    u = P[0] / math.sqrt(c)  # the correctly rounded root, as np.sqrt's, without a numpy scalar call
     add_gram_(A_inv, u, -1.0)
     return None if v is None else P[1] - u * (u @ v)
 

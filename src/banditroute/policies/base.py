@@ -73,6 +73,8 @@ class Policy(ABC):
         """Choose an arm for context ``x`` (among ``allowed``, an ``(M,)`` boolean mask, if given);
         the decision holds the distribution it was drawn from."""
         X = check_context(x, self.n_arms, self.dim)[None]
+        if allowed is None:  # the per-round call: no batch of one to build and unpack
+            return self._act_one(X, check_generator(rng))
         return self._decide(X, check_generator(rng), allowed)[0]
 
     def act_batch(self, X: Any, rng: np.random.Generator, *, allowed: Any = None) -> BatchDecision:
@@ -84,11 +86,11 @@ class Policy(ABC):
         """Update from the reward of the arm chosen in ``decision`` (bandit feedback)."""
         if not isinstance(decision, Decision):
             raise InputError(f"decision must be a Decision, got {type(decision).__name__}")
-        X = self._broadcast(check_context(x, self.n_arms, self.dim)[None])
+        x = check_context(x, self.n_arms, self.dim)
         a = check_actions(decision.action, None, self.n_arms)
         p = check_probs(decision.probs, None, self.n_arms)
         r = check_rewards(reward, None, self.reward_range)
-        self._learn_batch(X, a[None], p[None], r[None], self._check_info(decision.info, 1, batched=False))
+        self._learn_one(x, a, p, r, self._check_info(decision.info, 1, batched=False))
 
     def learn_batch(self, X: Any, decisions: BatchDecision, rewards: Any) -> None:
         """Same result as ``learn`` on each row in order (up to float rounding)."""
@@ -162,6 +164,14 @@ class Policy(ABC):
     ) -> None:
         """Apply the updates of ``n`` validated rounds, in order."""
 
+    def _learn_one(
+        self, x: FloatArray, action: IntArray, probs: FloatArray, reward: FloatArray, info: Mapping[str, Any]
+    ) -> None:
+        """Apply one validated round: context ``(d,)`` or ``(M, d)``, 0-d ``action`` and ``reward``,
+        ``(M,)`` ``probs``. Default: ``_learn_batch`` on a batch of one; a policy overrides it to
+        skip building that batch, with the same update."""
+        self._learn_batch(self._broadcast(x[None]), action[None], probs[None], reward[None], info)
+
     @abstractmethod
     def _get_state(self) -> dict[str, np.ndarray]:
         """Every mutable array of the policy (scalars as 0-d arrays)."""
@@ -169,6 +179,13 @@ class Policy(ABC):
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         """Install validated copies of the arrays from ``_get_state``."""
+
+    def _act_one(self, X: FloatArray, rng: np.random.Generator) -> Decision:
+        """Decide the single row of ``X`` (``(1, d)`` or ``(1, M, d)``, validated, *not* broadcast)
+        among all arms, as ``_act_batch`` would. Default: that batch of one; a policy overrides it
+        with a single-row path doing the same floating-point operations, so that ``act`` and
+        ``act_batch`` decide alike bit for bit (``policies/ridge.py``, ``tests/test_single_row.py``)."""
+        return self._act_batch(self._broadcast(X), rng)[0]
 
     def _act_restricted(self, X: FloatArray, mask: np.ndarray, rng: np.random.Generator) -> BatchDecision:
         """Decide rows of ``X`` among the arms ``mask`` (``(n, M)``) allows. Default: draw from
