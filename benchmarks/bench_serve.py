@@ -28,6 +28,7 @@ import os
 import platform
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -307,6 +308,25 @@ async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def staleness_ms(db: Path) -> tuple[float, float, int]:
+    """Snapshot staleness from the log: for each feedback row (``seq``, acknowledged at ``received_at``), the
+    time until the first decision served by a snapshot that has learned it (``policy_version >= seq``) —
+    an upper bound (it includes the wait for the next route). Returns p50, p99 (ms) and the rows measured;
+    feedback no later decision was served with is not counted."""
+    with sqlite3.connect(db) as conn:
+        fb = np.array(conn.execute("select seq, received_at from feedback order by seq").fetchall(), dtype=float)
+        dec = np.array(
+            conn.execute("select created_at, policy_version from decisions order by event_id").fetchall(), dtype=float
+        )
+    if fb.size == 0 or dec.size == 0:
+        return float("nan"), float("nan"), 0
+    version = np.maximum.accumulate(dec[:, 1])  # snapshots only advance; the running max keeps it sorted
+    first = np.searchsorted(version, fb[:, 0], side="left")
+    served = first < len(dec)
+    lag = 1e3 * (dec[first[served], 0] - fb[served, 1])
+    return float(np.percentile(lag, 50)), float(np.percentile(lag, 99)), int(served.sum())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
@@ -339,6 +359,8 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
+            p50, p99, n = staleness_ms(Path(tmp) / f"{name}.db")
+            rows[name].update(staleness_p50_ms=p50, staleness_p99_ms=p99, staleness_rows=n)
     keys = list(next(iter(rows.values())))
     print("\n| metric | " + " | ".join(rows) + " |\n|---|" + "---:|" * len(rows))
     for k in keys:
