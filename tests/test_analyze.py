@@ -68,6 +68,12 @@ def test_budget_points_and_oracle_by_brute_force() -> None:
     assert [p.fraction for p in points] == [0.25, 0.5, 0.75]
     assert all(p.fixed_mix <= p.oracle + 1e-12 for p in points)
     assert points[0].fixed_mix <= points[1].fixed_mix <= points[2].fixed_mix
+    cost, quality = C.mean(axis=0), R.mean(axis=0)
+    for p in points:  # the recommended mix of two fixed arms spends exactly the budget and earns the hull value
+        w = p.dear_share
+        assert 0 <= w <= 1 and p.cheap >= 0
+        assert (1 - w) * cost[p.cheap] + w * cost[p.dear] == pytest.approx(p.fraction * cost[2])
+        assert (1 - w) * quality[p.cheap] + w * quality[p.dear] == pytest.approx(p.fixed_mix)
 
 
 def test_paired_difference_interval_covers_the_mean() -> None:
