@@ -31,7 +31,7 @@ from banditroute.analysis.headroom import Estimate, Headroom, routing_headroom
 from banditroute.core.scaling import project_contexts
 from banditroute.core.types import FloatArray
 from banditroute.core.validation import InputError, check_int
-from banditroute.costaware.quality_cost import hull, hull_value
+from banditroute.costaware.quality_cost import hull
 from banditroute.envs.reward_table import RewardTable
 
 SMALL_TABLE = 200
@@ -144,13 +144,14 @@ def budget_points(table: RewardTable, best: int, fractions: Sequence[float] = FR
     out = []
     for f in fractions:
         cap = f * mean_cost[best]
-        value, oracle = float(hull_value(mean_cost, mean_reward, np.array(cap))), oracle_within(R, C, cap)
-        if cap < hc[0]:
-            out.append(BudgetPoint(f, value, oracle))
+        oracle = oracle_within(R, C, cap)
+        if cap < hc[0]:  # no arm fits: nothing is answered
+            out.append(BudgetPoint(f, 0.0, oracle))
             continue
         hi = min(int(np.searchsorted(hc, cap, side="left")), len(hc) - 1)
         lo = max(hi - 1, 0) if hc[hi] > cap else hi
         share = 0.0 if hi == lo else float((cap - hc[lo]) / (hc[hi] - hc[lo]))
+        value = float(hq[lo] + share * (hq[hi] - hq[lo]))
         out.append(BudgetPoint(f, value, oracle, arms[lo], arms[hi], share))
     return tuple(out)
 

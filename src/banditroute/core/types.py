@@ -41,6 +41,14 @@ class Decision:
         """Probability of the chosen action under the policy that chose it."""
         return float(self.probs[self.action])
 
+    @classmethod
+    def certain(cls, action: int, n_arms: int) -> Decision:
+        """``action`` taken with probability 1: what a router learns from when it, not the policy, chose
+        the arm (a cascade's call, a budget pacer's pick)."""
+        probs = np.zeros(n_arms)
+        probs[action] = 1.0
+        return cls(action, probs)
+
 
 @dataclass(frozen=True)
 class BatchDecision:

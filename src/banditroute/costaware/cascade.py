@@ -208,7 +208,7 @@ class CascadeRouter(OnlineRouter):
         self.spent += cost
         self._query_spent += cost
         assert self._x is not None
-        decision = Decision(arm, np.eye(self.M)[arm])
+        decision = Decision.certain(arm, self.M)
         if self.stop == "success":
             self._satisfied = quality >= self.success
             self.policy.learn(self._x, decision, float(self._satisfied))

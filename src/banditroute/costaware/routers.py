@@ -183,9 +183,7 @@ class PacedRouter(OnlineRouter):
         return STOP if arm == ABSTAIN else arm
 
     def observe(self, t: int, arm: int, quality: float, cost: float) -> None:
-        onehot = np.zeros(self.policy.n_arms)
-        onehot[arm] = 1.0
-        self.policy.learn(self.X[t], Decision(arm, onehot), quality)
+        self.policy.learn(self.X[t], Decision.certain(arm, self.policy.n_arms), quality)
         if self.pacer is not None:
             self.pacer.charge(cost)
 

@@ -358,10 +358,7 @@ def derive(
     if pipeline.model not in rescorers:
         raise InputError(f"pipeline {pipeline.name}: no re-scoring model {pipeline.model!r}")
     cand, _, paid = derive(pipeline.first, lists, n_docs, pipeline.n, rescorers)
-    values = rescorers[pipeline.model](cand)
-    valid = cand >= 0
-    zero = np.zeros(cand.shape[0])
-    positions, scores = fuse([(cand, np.where(valid, values, 0.0), zero)], n_docs, k)
+    positions, scores = fuse([(cand, rescorers[pipeline.model](cand), np.zeros(cand.shape[0]))], n_docs, k)
     return positions, scores, [*paid, f"encode:{pipeline.model}"]
 
 

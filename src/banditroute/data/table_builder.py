@@ -155,7 +155,7 @@ def retrieve(
     start = time.perf_counter()
     retriever.index(part.documents)
     index_seconds = time.perf_counter() - start
-    encode_seconds = _encode_queries_first(retriever, part.queries)
+    _, encode_seconds = _encode_queries_first(retriever, part.queries)
     positions = np.empty((n, k), dtype=np.int64)
     scores = np.empty((n, k), dtype=np.float64)
     seconds = np.empty(n)
@@ -178,17 +178,17 @@ def retrieve(
     return RetrievalRun(positions, scores, seconds, index_seconds)
 
 
-def _encode_queries_first(retriever: Retriever, queries: Sequence[str]) -> float:
-    """For a dense arm over a cached embedder: encode (or look up) its queries now and return the
-    encode seconds per query measured on an evenly spaced sample of them; 0 for any other arm
-    (its encoding happens inside ``search``)."""
+def _encode_queries_first(retriever: Retriever, queries: Sequence[str]) -> tuple[FloatArray | None, float]:
+    """For a dense arm over a cached embedder: encode (or look up) its queries now and return their
+    vectors and the encode seconds per query measured on an evenly spaced sample of them; ``(None, 0)``
+    for any other arm (its encoding happens inside ``search``)."""
     embedder = getattr(retriever, "embedder", None)
     timer = getattr(embedder, "time_queries", None)
     if embedder is None or not callable(timer):
-        return 0.0
-    embedder.encode_queries(queries)
+        return None, 0.0
+    vectors = np.asarray(embedder.encode_queries(queries), dtype=np.float64)
     step = max(1, len(queries) // ENCODE_SAMPLE)
-    return float(timer(list(queries[::step][:ENCODE_SAMPLE])))
+    return vectors, float(timer(list(queries[::step][:ENCODE_SAMPLE])))
 
 
 def cached_retrieve(
@@ -442,9 +442,10 @@ def build_reward_table(
             "feature_scale": scale,
             "lexical": None if lexical is None else lexical.name,
         },
-        "costs": "seconds per query, summed over a pipeline's components: query encoding (the embedding cache's "
-        f"measured mean for cached dense retrievers) + wall time of Retriever.search over chunks of {CHUNK} "
-        "queries / chunk size; plus the pipeline's own measured fusion / re-scoring time",
+        "costs": "seconds per query, summed over a pipeline's components: query encoding (for cached dense "
+        f"retrievers measured on {ENCODE_SAMPLE} of the table's queries encoded afresh) + wall time of "
+        f"Retriever.search over chunks of {CHUNK} queries / chunk size; plus the pipeline's own measured fusion / "
+        "re-scoring time",
         "index_seconds": index_seconds,
         "groups": "domain" if mixed else ("topic" if groups is not None else None),
         "versions": _versions(),
@@ -470,8 +471,9 @@ def _rescorer(retriever: Retriever, part: RetrievalDataset) -> tuple[Rescore, Fl
     embedder = getattr(retriever, "embedder", None)
     if embedder is None:
         raise InputError(f"re-scoring needs an embedding model; {retriever.name!r} is not one")
-    per_text = _encode_queries_first(retriever, part.queries)
-    rescore = cosine_rescorer(embedder.encode_queries(part.queries), embedder.encode_documents(part.documents))
+    vectors, per_text = _encode_queries_first(retriever, part.queries)
+    queries = embedder.encode_queries(part.queries) if vectors is None else vectors  # an embedder without a cache
+    rescore = cosine_rescorer(queries, embedder.encode_documents(part.documents))
     return rescore, np.full(len(part.queries), per_text)
 
 

@@ -209,9 +209,7 @@ class MixLLMRouter(OnlineRouter):
         for pacer in (self.pacer, self.knapsack):
             if pacer is not None:
                 pacer.charge(cost)
-        onehot = np.zeros(self.predictor.n_arms)
-        onehot[arm] = 1.0
-        self.predictor.learn(e, Decision(arm, onehot), quality)
+        self.predictor.learn(e, Decision.certain(arm, self.predictor.n_arms), quality)
         self.waits.append(self.queue.serve(arm))
         self.queue.tick()
         if self.feedback > 0:

@@ -63,6 +63,12 @@ def moving_average(x: FloatArray, window: int) -> FloatArray:
     return out
 
 
+def running_mean(x: FloatArray) -> FloatArray:
+    """The average of ``x[:t+1]`` at every ``t`` (a run's average reward so far)."""
+    out: FloatArray = np.cumsum(x, axis=-1) / np.arange(1, x.shape[-1] + 1)
+    return out
+
+
 def routing_shares(actions: IntArray, n_arms: int) -> FloatArray:
     """Fraction of rounds routed to each arm: shape ``(..., M)``, rows sum to one."""
     actions = np.asarray(actions)

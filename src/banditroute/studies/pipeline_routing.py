@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from banditroute.analysis.recommend import is_single
-from banditroute.core.types import FloatArray
 from banditroute.costaware.cascade import CascadeRouter
 from banditroute.costaware.features import Featurizer
 from banditroute.costaware.online import OnlineRouter, run_online
@@ -35,7 +34,7 @@ from banditroute.costaware.routers import PacedRouter
 from banditroute.costaware.tables import table_split
 from banditroute.envs.reward_table import RewardTable
 from banditroute.simulate.experiment import PolicyRun
-from banditroute.simulate.metrics import mean_ci
+from banditroute.simulate.metrics import mean_ci, running_mean
 from banditroute.simulate.runner import Trace
 
 WARMUP = 200
@@ -85,11 +84,6 @@ class PolicyOutcome:
     worst_dip: float
     last_below: int
     seeds: int
-
-
-def running_mean(x: FloatArray) -> FloatArray:
-    out: FloatArray = np.cumsum(x) / np.arange(1, len(x) + 1)
-    return out
 
 
 def reference_runs(refs: References) -> tuple[PolicyRun, ...]:
@@ -166,13 +160,15 @@ def budget_runs(
     if table.costs is None:
         return []
     refs = References.of(table)
+    splits = []
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(table.n_rows)
+        splits.append(table_split(table, order, train_rows=order, post=table.post_features))
     out = []
     for fraction, router in itertools.product(fractions, routers or BUDGET_ROUTERS):
         quality, cost, spend, answered = [], [], [], []
         name = ""
-        for seed in range(seeds):
-            order = np.random.default_rng(seed).permutation(table.n_rows)
-            split = table_split(table, order, train_rows=order, post=table.post_features)
+        for seed, split in enumerate(splits):
             best_q, best_c = split.quality[:, refs.best_fixed], split.cost[:, refs.best_fixed]
             budget = fraction * float(best_c.sum())
             routed = router(table)

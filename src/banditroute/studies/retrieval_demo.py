@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from banditroute.simulate.experiment import PolicyRun
+from banditroute.simulate.metrics import running_mean
 from banditroute.studies.embed_routing import EmbedRoutingResult, run_embed_routing
 from banditroute.studies.figures import new_figure
-from banditroute.studies.pipeline_routing import BEST_FIXED, BEST_SINGLE, running_mean
+from banditroute.studies.pipeline_routing import BEST_FIXED, BEST_SINGLE
 
 DEMO_POLICIES: tuple[PolicyRun, ...] = (
     PolicyRun("safe-linucb"),
