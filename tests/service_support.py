@@ -94,8 +94,8 @@ atexit.register(_kill_leftovers)
 class Server:
     """One ``banditroute serve`` process on a free loopback port."""
 
-    def __init__(self, config: Path, log_file: Path, port: int | None = None) -> None:
-        self.config, self.log_file = config, log_file
+    def __init__(self, config: Path, log_file: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.config, self.log_file, self.extra = config, log_file, extra or []
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -107,7 +107,7 @@ class Server:
         env |= {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                [*banditroute_cmd(), "serve", "--config", str(self.config), "--port", str(self.port)],
+                [*banditroute_cmd(), "serve", "--config", str(self.config), "--port", str(self.port), *self.extra],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -373,6 +373,39 @@ def crash_scenario(root: Path, storage_url: str, policy: dict[str, Any], batch: 
     assert log.read_text().rstrip().endswith(f"Finished server process [{server.proc.pid}]")
     return {"acked": acked, "events": set(contexts), "late": late, "duplicates_seen": duplicates_seen,
             "models": models, "dim": dim, "batch": batch, "policy": policy}  # fmt: skip
+
+
+def cluster_load(
+    url: str, acked: set[int], events: dict[int, tuple[list[float], str]], stop: Any, errors: list[str], seed: int
+) -> None:
+    """Route and send (late, out of order) feedback until ``stop``; a request that fails because its
+    worker was killed is retried on a new connection (a lost answer is a decision without feedback)."""
+    import httpx
+
+    rng = np.random.default_rng(seed)
+    pending: list[int] = []
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    contexts = unit_contexts(100_000, 8, seed)
+    while not stop.is_set():
+        try:
+            with httpx.Client(base_url=url, headers=headers, timeout=10) as c:
+                while not stop.is_set():
+                    ctx = next(contexts)
+                    res = c.post("/v1/route", json={"context": ctx})
+                    if res.status_code != 200:
+                        errors.append(res.text)
+                        continue
+                    out = res.json()
+                    events[out["event_id"]] = (ctx, out["model"])
+                    pending.append(out["event_id"])
+                    while len(pending) > 6 or (pending and rng.random() < 0.4):
+                        eid = pending.pop(int(rng.integers(len(pending))))
+                        fb = c.post("/v1/feedback", json={"event_id": eid, "reward": _reward(*events[eid])})
+                        if fb.status_code != 200:
+                            errors.append(fb.text)
+                        acked.add(eid)
+        except httpx.TransportError:
+            time.sleep(0.05)
 
 
 def check_after_crash(storage_url: str, outcome: dict[str, Any]) -> None:

@@ -163,8 +163,9 @@ def immutable(*paths: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------- storage layer (no HTTP)
-def decision(event_id: int) -> DecisionRecord:
-    return DecisionRecord(event_id, None, 0.0, "route", 0, 0, np.ones(1), np.ones(1, dtype=bool), np.zeros(DIM))
+def decision(event_id: int, request_id: str | None = None) -> DecisionRecord:
+    """A decision record (the log assigns its event id: ``event_id`` is what the test expects it to get)."""
+    return DecisionRecord(event_id, request_id, 0.0, "route", 0, 0, np.ones(1), np.ones(1, dtype=bool), np.zeros(DIM))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -179,14 +180,14 @@ def test_failed_statement_is_rolled_back(backend: str, tmp_path: Path, request: 
     store = Storage(url)
     try:
         store.create_schema()
-        store.insert_decision(decision(1))
+        assert store.insert_decision(decision(1, "r")) == 1
         with pytest.raises(Exception) as raised:
             store.get_decision(2**63)
         assert not isinstance(raised.value, StorageUnavailable)  # a bad statement, not an outage
         assert store.max_event_id() == 1
         with pytest.raises(Exception, match=r"(?i)unique|duplicate key"):
-            store.insert_decision(decision(1))
-        store.insert_decision(decision(2))
+            store.insert_decision(decision(2, "r"))
+        assert store.insert_decision(decision(2)) == 2  # the failed insert took no id
         assert store.max_event_id() == 2
     finally:
         store.dispose()

@@ -7,6 +7,7 @@ restart, bit-for-bit replay) — here with fast HPG learning in groups of 4.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ pytest.importorskip("psycopg")
 from service_support import (
     Postgres,
     Server,
+    banditroute_cmd,
     check_after_crash,
     client,
+    cluster_load,
     crash_scenario,
     postgres_available,
     unit_contexts,
@@ -76,3 +79,68 @@ def test_kill_9_mid_load_on_postgres_with_fast_hpg(postgres: Postgres, tmp_path:
     policy = {"name": "hpg", "params": {"mode": "fast", "fast_kwargs": {"batch": 4, "rank": 6}}}
     outcome = crash_scenario(tmp_path, url, policy, batch=4)
     check_after_crash(url, outcome)
+
+
+def test_learner_and_two_workers_on_postgres_under_load_with_a_worker_killed(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """The multi-host deployment on one PostgreSQL log: `serve --role learner` and two `serve --role
+    worker` processes, each under its own load; the log numbers concurrent writers' events and feedback
+    (advisory transaction locks), a worker killed with SIGKILL loses nothing acknowledged, and the
+    learner's final checkpoint equals a clean replay of the log."""
+    import signal
+    import subprocess
+    import threading
+
+    url = postgres.new_database("cluster")
+    policy = {"name": "linucb", "params": {"epsilon": 0.1}}
+    cfg = write_config(
+        tmp_path / "router.toml",
+        {
+            "router": {"models": ["a", "b", "c"], "dim": 8, "learn_batch": 4, "checkpoint_every": 40},
+            "policy": policy,
+            "storage": {"url": url},
+            "cluster": {"poll_interval_s": 0.02},
+        },
+    )
+    with open(tmp_path / "learner.log", "ab") as out:
+        learner = subprocess.Popen([*banditroute_cmd(), "serve", "--config", str(cfg), "--role", "learner"],
+                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    workers = [
+        Server(cfg, tmp_path / f"w{i}.log", extra=["--role", "worker", "--worker-index", str(i)]) for i in (0, 1)
+    ]
+    acked: set[int] = set()
+    events: dict[int, tuple[list[float], str]] = {}
+    stop, errors = threading.Event(), []
+    try:
+        for w in workers:
+            w.start()
+        loads = [threading.Thread(target=cluster_load, args=(w.url, acked, events, stop, errors, i))
+                 for i, w in enumerate(workers)]  # fmt: skip
+        for t in loads:
+            t.start()
+        deadline = time.monotonic() + 90
+        while len(acked) < 150 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workers[1].kill()
+        workers[1] = Server(cfg, tmp_path / "w1.log", port=workers[1].port, extra=workers[1].extra).start()
+        while len(acked) < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        for t in loads:
+            t.join(30)
+        assert not errors, errors[:3]
+        assert len(acked) >= 300
+        with client(workers[0]) as c:
+            for eid in sorted(set(events) - acked):
+                assert c.post("/v1/feedback", json={"event_id": eid, "reward": 0.5}).status_code == 200
+    finally:
+        stop.set()
+        for w in workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.stop()
+        learner.send_signal(signal.SIGTERM)
+        learner.wait(60)
+    assert learner.returncode == 0
+    check_after_crash(url, {"acked": acked, "events": set(events), "models": ["a", "b", "c"], "dim": 8, "batch": 4,
+                            "policy": policy})  # fmt: skip

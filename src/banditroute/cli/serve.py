@@ -35,47 +35,90 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Override [server] host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override [server] port.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Run N router worker processes and one learner (default: [cluster] workers)."),
+    ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="single (one process, the default), or one part of a cluster across hosts: learner | worker."
+        ),
+    ] = "single",
+    worker_index: Annotated[int, typer.Option(min=0, help="A worker's number (seeds its generator).")] = 0,
+    fd: Annotated[int | None, typer.Option(hidden=True, help="A listening socket inherited from `--workers`.")] = None,
 ) -> None:
-    """Run the HTTP router: route requests, log them, learn from feedback (Ctrl-C stops cleanly)."""
+    """Run the HTTP router: route requests, log them, learn from feedback (Ctrl-C stops cleanly).
+
+    With ``--workers N`` (or a ``[cluster]`` table) it runs N router processes on one port and one
+    learner process over the same log (docs/architecture.md)."""
     with user_errors():
         _need_serve()
-        import uvicorn
-
-        from banditroute.service.app import create_app
         from banditroute.service.config import load_config
-        from banditroute.service.router import Router
 
         overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
         cfg = load_config(config, server=overrides) if overrides else load_config(config)
-        extend = None
-        if cfg.gateway is not None:  # the OpenAI-compatible LLM gateway on this router (docs/gateway.md)
-            from banditroute.gateway.config import gateway_config
-            from banditroute.gateway.routes import extension
-
-            extend = extension(gateway_config(cfg))
-        # The learner thread holds the GIL in short bursts; a 1 ms switch interval (default 5 ms)
-        # keeps a burst from delaying a routing request by more than that.
+        if role not in ("single", "learner", "worker"):
+            raise InputError("--role must be single, learner or worker")
+        n_workers = workers if workers is not None else (cfg.cluster.workers if cfg.cluster is not None else None)
+        # Threads that hold the GIL in short bursts (the learner, the snapshot follower); a 1 ms switch
+        # interval (default 5 ms) keeps a burst from delaying a routing request by more than that.
         sys.setswitchinterval(0.001)
-        # Started here, not in the app's lifespan, so that a start-up refusal (another router holds
-        # the log, a read-only database...) is one plain error line, not a uvicorn traceback.
-        router = Router(cfg)
-        try:
-            router.start()
-        except BaseException:
+        if role == "learner":
+            from banditroute.service.supervisor import run_learner
+
+            run_learner(cfg)
+        elif role == "worker":
+            from banditroute.service.supervisor import run_worker
+
+            run_worker(cfg, _app_factory(cfg), index=worker_index, fd=fd, log_level=log_level)
+        elif n_workers is not None:
+            from banditroute.service.supervisor import Supervisor
+
+            Supervisor(config, cfg, n_workers, log_level).run()
+        else:
+            _serve_single(cfg, log_level)
+
+
+def _app_factory(cfg: Any) -> Any:
+    """``router -> app``, with the LLM gateway installed when the config has a ``[gateway]`` table."""
+    from banditroute.service.app import create_app
+
+    extend = None
+    if cfg.gateway is not None:  # the OpenAI-compatible LLM gateway on this router (docs/gateway.md)
+        from banditroute.gateway.config import gateway_config
+        from banditroute.gateway.routes import extension
+
+        extend = extension(gateway_config(cfg))
+    return lambda router: create_app(cfg, router, extend)
+
+
+def _serve_single(cfg: Any, log_level: str) -> None:
+    import uvicorn
+
+    from banditroute.service.router import Router
+
+    app_for = _app_factory(cfg)
+    # Started here, not in the app's lifespan, so that a start-up refusal (another router holds
+    # the log, a read-only database...) is one plain error line, not a uvicorn traceback.
+    router = Router(cfg)
+    try:
+        router.start()
+    except BaseException:
+        router.stop()
+        raise
+    try:
+        uvicorn.run(
+            app_for(router),
+            host=cfg.server.host,
+            port=cfg.server.port,
+            log_level=log_level,
+            access_log=cfg.server.access_log,
+            timeout_graceful_shutdown=10,
+        )
+    finally:  # uvicorn's shutdown stopped it, unless uvicorn itself failed (port in use...)
+        if router.running:
             router.stop()
-            raise
-        try:
-            uvicorn.run(
-                create_app(cfg, router, extend),
-                host=cfg.server.host,
-                port=cfg.server.port,
-                log_level=log_level,
-                access_log=cfg.server.access_log,
-                timeout_graceful_shutdown=10,
-            )
-        finally:  # uvicorn's shutdown stopped it, unless uvicorn itself failed (port in use...)
-            if router.running:
-                router.stop()
 
 
 @app.command("keygen")

@@ -8,7 +8,8 @@ Example (``router.toml``)::
     dim = 384                               # context dimension (or take it from [embedder])
     learn_batch = 1                         # feedback rows per learning step (HPG fast mode: e.g. 16)
     checkpoint_every = 5000                 # learned rows between policy checkpoints (a restart replays fewer)
-    feedback_ttl_s = 86400                  # later feedback is refused with 410
+    feedback_ttl_s = 86400                  # the reward window: later feedback is refused with 410
+    default_reward = 0.0                    # optional: learned for a decision whose window ends without feedback
     max_context_norm = 1e3                  # optional: contexts with a larger L2 norm get 422
     route_batch_window_ms = 0.5             # optional: decide routes arriving within 0.5 ms together (0 = off)
 
@@ -19,6 +20,10 @@ Example (``router.toml``)::
     [storage]
     url = "sqlite:///router.db"             # or "postgresql+psycopg://user@host:5432/db"
     timeout_s = 5.0                         # longest wait of one storage call, then 503
+
+    [cluster]                               # optional: `serve --workers N` (service/cluster.py)
+    workers = 2                             # router worker processes over this log, beside one learner process
+    poll_interval_s = 0.05                  # how often workers look for a snapshot, the learner for feedback
 
     [auth]
     api_key_hashes = ["sha256:..."]         # `banditroute keygen` prints a key and its hash
@@ -107,7 +112,11 @@ class RouterConfig(_Strict):
     dim: int | None = Field(default=None, ge=1)
     reward_range: tuple[float, float] = (0.0, 1.0)
     seed: int = Field(default=0, ge=0)
+    # The joiner's semantics (docs/architecture.md): feedback within feedback_ttl_s of its decision is
+    # accepted, the first for an event wins (repeats are acknowledged, not learned); a decision whose
+    # window ends without feedback is learned with default_reward, or not at all when it is None.
     feedback_ttl_s: float = Field(default=7 * 86400.0, gt=0)
+    default_reward: float | None = None
     learn_batch: int = Field(default=1, ge=1, le=4096)
     checkpoint_every: int = Field(default=5000, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)
@@ -130,6 +139,20 @@ class RouterConfig(_Strict):
         if not rr[0] < rr[1]:
             raise ValueError("reward_range must be [low, high] with low < high")
         return rr
+
+    @model_validator(mode="after")
+    def _default_in_range(self) -> RouterConfig:
+        lo, hi = self.reward_range
+        if self.default_reward is not None and not lo <= self.default_reward <= hi:
+            raise ValueError("router.default_reward must lie in reward_range")
+        return self
+
+
+class ClusterConfig(_Strict):
+    """Several router processes over one log (``serve --workers N``; :mod:`banditroute.service.cluster`)."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    poll_interval_s: float = Field(default=0.05, gt=0, le=10)
 
 
 class StorageConfig(_Strict):
@@ -235,6 +258,7 @@ class ServiceConfig(_Strict):
     embedder: ComponentConfig | None = None
     retrieval: RetrievalConfig | None = None
     ope: OPEConfig = Field(default_factory=OPEConfig)
+    cluster: ClusterConfig | None = None  # present: `serve` runs workers and a learner
     # The LLM gateway's table, validated by the gateway (banditroute.gateway.config, a layer above this one).
     gateway: dict[str, Any] | None = None
 

@@ -23,6 +23,11 @@ from sqlalchemy.engine import Engine
 
 from banditroute.core.validation import InputError
 
+# pg_advisory_xact_lock keys serialising the next event id and the next feedback seq: fixed forever,
+# distinct from the writer lock's (writer_lock.ADVISORY_KEY).
+ID_LOCK_KEYS = {"decisions": 0x2F1C5E0B9A3D7462, "feedback": 0x2F1C5E0B9A3D7463}
+_XACT_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+
 
 class Dialect(Protocol):
     """One database: its URL scheme (the SQLAlchemy backend name), engine set-up, upsert, writer lock."""
@@ -39,6 +44,10 @@ class Dialect(Protocol):
 
     def insert(self, table: sa.Table) -> Any:
         """An ``INSERT`` on ``table`` that offers ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+
+    def serialize(self, conn: sa.Connection, table: str) -> None:
+        """Begin a transaction that takes the next id of ``table`` (``MAX + 1``) so that concurrent
+        writers, other processes included, take it one at a time, in commit order."""
 
 
 def sqlite_path(engine: Engine) -> Path | None:
@@ -82,6 +91,10 @@ class SQLite:
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
 
+    def serialize(self, conn: sa.Connection, table: str) -> None:
+        """Nothing to do: the inserting statement is the transaction's first, and SQLite takes its
+        read snapshot together with the write lock for it (waiting up to ``busy_timeout``)."""
+
 
 class PostgreSQL:
     """Connect, statement and lock timeouts; connections pinged before use; advisory writer lock."""
@@ -102,6 +115,10 @@ class PostgreSQL:
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
+
+    def serialize(self, conn: sa.Connection, table: str) -> None:
+        """A transaction-scoped advisory lock per table (released by the commit), bounded by ``lock_timeout``."""
+        conn.execute(_XACT_LOCK, {"key": ID_LOCK_KEYS[table]})
 
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (SQLite(), PostgreSQL())}

@@ -186,7 +186,9 @@ class Learner:
 
     # ------------------------------------------------------------------ live
     def submit(self, row: LearnRow) -> None:
-        """Hand over accepted feedback (call in seq order, from one thread)."""
+        """Hand over accepted feedback, from any thread: a row whose predecessors have not arrived yet
+        makes the learner read them from the log (they are committed: ``seq`` is commit order), and a
+        row it already has is skipped, so every row is learned once, in ``seq`` order."""
         self._queue.put(row)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -275,11 +277,18 @@ class Learner:
             self.pending = []
 
     def _publish(self) -> None:
+        """Publish a copy of the policy; a storage fault (the learner role publishes into the log) is
+        retried after another ``publish_interval_s``, whether or not more feedback comes."""
         snapshot = self.factory()
         snapshot.load_state_dict(self.policy.state_dict())
-        self._publish_cb(snapshot, self.applied_seq)
-        self._published_seq = self.applied_seq
         self._published_at = time.monotonic()
+        try:
+            self._publish_cb(snapshot, self.applied_seq)
+        except StorageUnavailable as exc:
+            log.warning("learner: publishing version %d failed (%s); retrying", self.applied_seq, exc)
+            self._published_at += RECONNECT_MIN_S  # not in a tight loop when publish_interval_s = 0
+            return
+        self._published_seq = self.applied_seq
 
     def _checkpoint(self) -> None:
         self.storage.save_checkpoint(

@@ -6,11 +6,19 @@
 probability vector and ``info``, and answered with its event id. Feedback is validated against
 the log (unknown event: 404, too late: 410, repeated: acknowledged, not learned again), committed
 with the next learning sequence number and handed to the learner with the decision as logged.
-Decisions and feedback are written from one thread (the app's writer thread): that is what makes
-the sequence numbers gap-free and the learning order the commit order. A write that fails
-(:class:`~banditroute.service.storage.StorageUnavailable`, HTTP 503) is not answered, and the next
-write re-reads the event and sequence counters from the log; one router writes to a log at a time
-(:mod:`banditroute.service.writer_lock`). See docs/reliability.md.
+The log assigns event ids and sequence numbers in the inserting statement
+(:mod:`banditroute.service.storage`), so a write that fails
+(:class:`~banditroute.service.storage.StorageUnavailable`, HTTP 503) is not answered and takes no
+number, and the learning order is the commit order. See docs/reliability.md.
+
+A router has one of three roles (``serve --workers N``, :mod:`banditroute.service.cluster`):
+
+* ``single`` (plain ``serve``): decides, logs and learns in one process, holding the log's writer
+  lock (:mod:`banditroute.service.writer_lock`), so a second ``single`` router is refused;
+* ``learner``: holds the writer lock, learns the feedback any process committed, publishes snapshots
+  and joins default rewards; it serves no requests;
+* ``worker``: decides from the newest published snapshot and logs decisions and feedback; any number
+  of them share the log with one learner.
 
 Models live in *slots* of a policy built for ``capacity`` arms: a model added at run time takes
 the next free slot (a cold start from the policy's prior), a retired one keeps its slot but is
@@ -22,6 +30,7 @@ The router only decides, logs and learns: what the dashboard shows of its log is
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -29,10 +38,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
@@ -44,17 +51,19 @@ from banditroute.data.interfaces import Embedder, Retriever
 from banditroute.ope.log import valid_rows
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
+from banditroute.service.cluster import Joiner, LogFeed, SnapshotFollower, learner_seen
 from banditroute.service.components import build_arms, build_embedder, load_corpus
-from banditroute.service.config import ServiceConfig
+from banditroute.service.config import ClusterConfig, ServiceConfig
 from banditroute.service.learner import Learner
 from banditroute.service.metrics import RouterMetrics
 from banditroute.service.storage import (
     DecisionRecord,
-    FeedbackRecord,
     LearnRow,
     ModelRecord,
     Storage,
     StorageUnavailable,
+    decode_state,
+    encode_state,
 )
 from banditroute.service.writer_lock import WriterLock
 
@@ -62,6 +71,9 @@ log = logging.getLogger("banditroute.service")
 
 FAILURE_WINDOW_S = 10.0  # /healthz reports a storage call that failed this recently (and not since)
 RECENT_DECISIONS = 4096  # decisions kept in memory for their feedback (at d = 384: about 13 MB)
+WORKER_START_TIMEOUT_S = 60.0  # a worker waits this long for the learner's first snapshot
+
+Role = Literal["single", "learner", "worker"]
 
 
 INVALID_DECISION = (
@@ -91,10 +103,15 @@ class Retrieval:
 
 
 class Router:
-    """One router: policy, log, learner, models, optional embedder and retrievers."""
+    """One router: policy, log, learner, models, optional embedder and retrievers (module docstring)."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, role: Role = "single", worker_index: int = 0) -> None:
         self.config = config
+        self.role = role
+        self.worker_index = worker_index
+        self.learner: Learner | None = None
+        self._threads: list[Any] = []  # the cluster pollers this role runs (service/cluster.py)
+        self._accepted_seq = 0  # the highest seq this process accepted (single: the learn-lag gauge)
         self._recent: dict[int, DecisionRecord] = {}  # event id -> decision logged by this process, awaiting feedback
         self.capacity = config.capacity()
         self.reward_range = config.router.reward_range
@@ -103,7 +120,6 @@ class Router:
         self.embedder: Embedder | None = None
         self.retrieval: Retrieval | None = None
         self._snapshot: tuple[Policy, int] | None = None
-        self._counters_stale = False
         self._probe_lock = threading.Lock()
         self.running = False  # between start() and stop()
         self.started_at = time.time()
@@ -112,15 +128,10 @@ class Router:
     def start(self) -> None:
         cfg = self.config
         self.storage = Storage(cfg.storage.url, cfg.storage.timeout_s)
-        self.writer_lock = WriterLock(self.storage.engine)
-        self.writer_lock.acquire()  # before anything is written: one writer per log
-        self.storage.on_reconnect = self.writer_lock.ensure
-        try:  # also the write probe: a read-only database file or directory stops the start here
-            self.storage.create_schema()
-            writer = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()}
-            self.storage.set_meta("writer", json.dumps(writer))
-        except StorageUnavailable as exc:
-            raise InputError(f"cannot write to the log: {exc} (read-only database file or directory?)") from None
+        if self.role == "worker":
+            self._await_learner()
+        else:
+            self._take_log()
         self._probe = self.storage.clone()  # /healthz's own connection: never queued behind a write
         if cfg.embedder is not None:
             self.embedder = build_embedder(cfg.embedder)
@@ -136,6 +147,52 @@ class Router:
                 doc_ids, build_arms(cfg.retrieval.arms, texts), min(cfg.retrieval.k, len(doc_ids))
             )
         self.spec = EnvSpec(n_arms=self.capacity, dim=dim, reward_range=self.reward_range)
+        if self.role == "worker":
+            self._start_worker()
+        else:
+            self._start_learner()
+        first_event = self.storage.max_event_id() + 1
+        self.rng = np.random.default_rng(
+            [cfg.router.seed, first_event] + ([self.worker_index] if self.worker_index else [])
+        )
+        for thread in self._threads:
+            thread.start()
+        self.running = True
+
+    def _take_log(self) -> None:
+        """``single`` and ``learner``: the writer lock first, then the schema (also the write probe:
+        a read-only database file or directory stops the start here)."""
+        self.writer_lock = WriterLock(self.storage.engine)
+        self.writer_lock.acquire()  # before anything is written: one writer per log
+        self.storage.on_reconnect = self.writer_lock.ensure
+        try:
+            self.storage.create_schema()
+            writer = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time(), "role": self.role}
+            self.storage.set_meta("writer", json.dumps(writer))
+        except StorageUnavailable as exc:
+            raise InputError(f"cannot write to the log: {exc} (read-only database file or directory?)") from None
+
+    def _await_learner(self) -> None:
+        """A worker starts on a log a learner has set up and published a snapshot into."""
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        while True:
+            try:
+                ready = self.storage.has_schema() and self.storage.get_meta("settings") is not None
+                if ready and self.storage.latest_snapshot() is not None:
+                    return
+            except (StorageUnavailable, sa.exc.SQLAlchemyError):  # no schema yet, or the database is starting
+                pass
+            if time.monotonic() > deadline:
+                raise InputError(
+                    f"no learner has published a policy snapshot into this log within {WORKER_START_TIMEOUT_S:g} s: "
+                    "start `banditroute serve --role learner` on it first (or use `serve --workers N`)"
+                )
+            time.sleep(0.1)
+
+    def _start_learner(self) -> None:
+        cfg = self.config
+        publish = self._publish if self.role == "single" else self._publish_shared
+        self._snapshots = self.storage.clone()  # the learner thread's connection for published snapshots
         self.learner = Learner(
             self.new_policy(),
             self.new_policy,
@@ -144,29 +201,54 @@ class Router:
             checkpoint_every=cfg.router.checkpoint_every,
             keep_checkpoints=cfg.router.keep_checkpoints,
             publish_interval_s=cfg.router.publish_interval_s,
-            publish=self._publish,
+            publish=publish,
             on_learn=self.metrics.on_learn,
         )
         replayed = self.learner.restore()
         if replayed:
             log.info("replayed %d feedback rows after the last checkpoint", replayed)
-        self._next_event = self.storage.max_event_id() + 1
-        self._next_seq = self.storage.max_seq() + 1
-        # learned rows lag the accepted ones: read at scrape time, so it returns to 0 once all is learned
-        self.metrics.learn_lag.set_function(lambda: self._next_seq - 1 - self.learner.applied_seq)
-        self.rng = np.random.default_rng([cfg.router.seed, self._next_event])
-        self.learner.start()
-        self.running = True
+        self._accepted_seq = self.learner.received_seq
+        learner = self.learner
+        if self.role == "learner":
+            feed = LogFeed(self.storage.clone(), self._poll_s(), lambda: learner.received_seq, learner.submit)
+            feed.beat()  # before serving: the heartbeat tells a supervisor this learner is up
+            self._threads.append(feed)
+            self.metrics.learn_lag.set_function(lambda: max(feed.log_seq - learner.applied_seq, 0))
+        else:  # learned rows lag the accepted ones: read at scrape time, so it returns to 0 once all is learned
+            self.metrics.learn_lag.set_function(lambda: self._accepted_seq - learner.applied_seq)
+        if cfg.router.default_reward is not None:
+            store = self.storage.clone()
+            self._threads.append(
+                Joiner(
+                    store, cfg.router.feedback_ttl_s, cfg.router.default_reward, functools.partial(self._join, store)
+                )
+            )
+        learner.start()
+
+    def _start_worker(self) -> None:
+        store = self.storage.clone()
+        found = store.latest_snapshot()
+        assert found is not None  # _await_learner
+        self._load_snapshot(*found)
+        current = lambda: -1 if self._snapshot is None else self._snapshot[1]  # noqa: E731
+        self._threads.append(SnapshotFollower(store, self._poll_s(), current, self._load_snapshot, self._merge_models))
+
+    def _poll_s(self) -> float:
+        cluster = self.config.cluster
+        return (cluster or ClusterConfig()).poll_interval_s
 
     def stop(self) -> None:
-        """Stop the learner (it learns what was accepted and checkpoints), close the log."""
+        """Stop the threads and the learner (it learns what was accepted and checkpoints), close the log."""
         self.running = False
-        learner = getattr(self, "learner", None)
+        for thread in self._threads:
+            thread.stop()
+        learner = self.learner
         if learner is not None:
             learner.stop()
             learner.storage.close()
-        if hasattr(self, "_probe"):
-            self._probe.close()
+        for store in ("_probe", "_snapshots"):
+            if hasattr(self, store):
+                getattr(self, store).close()
         if hasattr(self, "storage"):
             self.storage.dispose()
         if hasattr(self, "writer_lock"):
@@ -187,10 +269,11 @@ class Router:
         }
 
     def _check_settings(self) -> None:
-        """A log can only be resumed by a router that learns exactly as the one that wrote it."""
+        """A log can only be resumed by a router that learns exactly as the one that wrote it (and a
+        worker only joins a log learned with its own settings)."""
         mine = json.dumps(self._settings(), sort_keys=True)
         stored = self.storage.get_meta("settings")
-        if stored is None:
+        if stored is None and self.role != "worker":
             self.storage.set_meta("settings", mine)
         elif stored != mine:
             raise InputError(
@@ -201,27 +284,12 @@ class Router:
     def _load_models(self) -> None:
         """Models from the log; configured ones it does not know yet are added (first start, or new)."""
         self.models = tuple(self.storage.models())
+        if self.role == "worker":  # the learner added the configured models
+            return
         known = {m.name for m in self.models}
         for name in self.config.initial_models():
             if name not in known:
                 self._insert_model(name)
-
-    @contextmanager
-    def _counters_at_risk(self) -> Iterator[None]:
-        """Around a write that takes the next event id or seq: if it fails, the database may still
-        hold it (a commit whose answer was lost with the connection), so the counters are re-read
-        from the log before the next write (:meth:`_sync_counters`) — never reused, never skipped."""
-        try:
-            yield
-        except Exception:
-            self._counters_stale = True
-            raise
-
-    def _sync_counters(self) -> None:
-        if self._counters_stale:
-            self._next_event = self.storage.max_event_id() + 1
-            self._next_seq = self.storage.max_seq() + 1
-            self._counters_stale = False
 
     @property
     def published(self) -> tuple[Policy, int] | None:
@@ -231,6 +299,53 @@ class Router:
     def _publish(self, policy: Policy, version: int) -> None:
         self._snapshot = (policy, version)
         self.metrics.policy_version.set(version)
+
+    def _publish_shared(self, policy: Policy, version: int) -> None:
+        """The learner role publishes into the log for the workers (on the learner thread)."""
+        self._snapshots.publish_snapshot(version, encode_state(policy.state_dict()), time.time())
+        self._publish(policy, version)
+
+    def _load_snapshot(self, version: int, blob: bytes) -> None:
+        """A worker swaps in a snapshot the learner published (one that does not load is skipped)."""
+        try:
+            policy = self.new_policy()
+            policy.load_state_dict(decode_state(blob))
+        except (InputError, KeyError, ValueError, TypeError) as exc:
+            log.warning(
+                "snapshot %d does not load into this worker's policy (%s); keeping version %s",
+                version,
+                exc,
+                None if self._snapshot is None else self._snapshot[1],
+            )
+            return
+        self._publish(policy, version)
+
+    def _merge_models(self, logged: list[ModelRecord]) -> None:
+        """A worker learns of models added or retired through another process: slots only ever get
+        added and models only ever retired, so the union of slots and the conjunction of ``active``
+        never undoes a change this worker has just made itself."""
+        mine = {m.slot: m for m in self.models}
+        merged = []
+        for m in logged:
+            own = mine.pop(m.slot, None)
+            merged.append(m if own is None or (own.active and not m.active) or own == m else own)
+        merged.extend(mine.values())
+        self.models = tuple(sorted(merged, key=lambda m: m.slot))
+
+    def _join(self, store: Storage, event_id: int, reward: float) -> int | None:
+        """The joiner's default reward for ``event_id`` (on the joiner's connection); a ``single``
+        router hands it to its learner, a ``learner`` reads it back from the log like any row."""
+        seq = store.insert_feedback(event_id, reward, None, time.time())
+        if seq is None:
+            return None
+        self.metrics.on_feedback("default")
+        if self.role == "single" and self.learner is not None:
+            found = store.get_decision(event_id)
+            assert found is not None
+            rec = found[0]
+            self.learner.submit(LearnRow(seq, rec.context, rec.action, rec.probs, reward, rec.info))
+            self._accepted_seq = max(self._accepted_seq, seq)
+        return seq
 
     # ------------------------------------------------------------------ helpers
     def _by_name(self, name: str) -> ModelRecord | None:
@@ -316,7 +431,6 @@ class Router:
         """
         start = time.perf_counter()
         assert self._snapshot is not None, "router not started"
-        self._sync_counters()
         policy, version = self._snapshot
         with np.errstate(all="ignore"):  # overflow shows up as non-finite probabilities, checked next
             try:
@@ -328,7 +442,7 @@ class Router:
         if not valid_rows(x[None], np.array([decision.action]), decision.probs[None], allowed[None])[0]:
             raise InputError(INVALID_DECISION)
         rec = DecisionRecord(
-            event_id=self._next_event,
+            event_id=0,  # the log gives it
             request_id=request_id,
             created_at=time.time(),
             kind=kind,
@@ -339,9 +453,7 @@ class Router:
             context=x,
             info=dict(decision.info),
         )
-        with self._counters_at_risk():
-            self.storage.insert_decision(rec)
-        self._next_event += 1
+        rec = replace(rec, event_id=self.storage.insert_decision(rec))
         self._remember(rec)
         slot = rec.action
         self.metrics.on_decision(self.models[slot].name, kind, slot, time.perf_counter() - start)
@@ -362,7 +474,6 @@ class Router:
         assert self._snapshot is not None, "router not started"
         if not all(x.shape == (self.dim,) for x in xs):  # the policy's own message for each bad row
             return [self._decide_one(x, a, kind, r) for x, a, r in zip(xs, allowed, request_ids, strict=True)]
-        self._sync_counters()
         policy, version = self._snapshot
         X, masks = np.stack(xs), np.stack(allowed)
         with np.errstate(all="ignore"):  # overflow shows up as non-finite probabilities, checked next
@@ -378,15 +489,15 @@ class Router:
             if not valid[i]:
                 out.append(InputError(INVALID_DECISION))
                 continue
-            d, event = decisions[i], self._next_event + len(recs)
-            rec = DecisionRecord(event, request_ids[i], now, kind, version, d.action, d.probs, masks[i], X[i])
+            d = decisions[i]
+            rec = DecisionRecord(0, request_ids[i], now, kind, version, d.action, d.probs, masks[i], X[i])
             rec.info.update(d.info)
             recs.append(rec)
             out.append(rec)
         if recs:
-            with self._counters_at_risk():
-                self.storage.insert_decisions(recs)
-            self._next_event += len(recs)
+            ids = iter(self.storage.insert_decisions(recs))
+            out = [r if isinstance(r, InputError) else replace(r, event_id=next(ids)) for r in out]
+            recs = [r for r in out if isinstance(r, DecisionRecord)]
             for rec in recs:
                 self._remember(rec)
         elapsed = time.perf_counter() - start
@@ -511,16 +622,14 @@ class Router:
             self.metrics.on_feedback("expired")
             raise Gone(f"feedback came after the {self.config.router.feedback_ttl_s:g} s TTL")
         if seen is None:
-            self._sync_counters()
-            row = FeedbackRecord(self._next_seq, event_id, float(reward), cost, time.time())
-            with self._counters_at_risk():
-                inserted = self.storage.insert_feedback(row)
-            if inserted:
-                self._next_seq += 1
-                self.learner.submit(LearnRow(row.seq, rec.context, rec.action, rec.probs, row.reward, rec.info))
-                self.metrics.on_feedback("accepted", rec.action, row.reward)
+            seq = self.storage.insert_feedback(event_id, float(reward), cost, time.time())
+            if seq is not None:
+                if self.learner is not None:  # a worker's feedback reaches the learner through the log
+                    self.learner.submit(LearnRow(seq, rec.context, rec.action, rec.probs, float(reward), rec.info))
+                    self._accepted_seq = max(self._accepted_seq, seq)
+                self.metrics.on_feedback("accepted", rec.action, float(reward))
                 self.metrics.feedback_latency.observe(time.perf_counter() - start)
-                return {"status": "accepted", "event_id": event_id, "seq": row.seq}
+                return {"status": "accepted", "event_id": event_id, "seq": seq}
             again = self.storage.get_decision(event_id)
             seen = None if again is None else again[1]
         assert seen is not None
@@ -571,21 +680,39 @@ class Router:
 
     # ------------------------------------------------------------------ observability
     def health(self) -> dict[str, Any]:
-        """``status`` is ``ok`` only while the learner runs and storage works: a probe read on the
-        health check's own connection (bounded by ``[storage] timeout_s``; it never waits on the
-        write lock or on a queued write) succeeds, and neither the request nor the learner
-        connection failed on its last call within :data:`FAILURE_WINDOW_S` (docs/reliability.md)."""
-        learner_ok = self.learner.alive()
+        """``status`` is ``ok`` only while this process can do its part and storage works: a probe
+        read on the health check's own connection (bounded by ``[storage] timeout_s``; it never waits
+        on the write lock or on a queued write) succeeds, and no connection of this process failed on
+        its last call within :data:`FAILURE_WINDOW_S` (docs/reliability.md). A ``single`` router also
+        needs its learner running. A ``worker`` keeps deciding while the learner is down, so it stays
+        ``ok`` then, and says so: ``learner`` is ``down`` once its heartbeat is older than
+        :data:`~banditroute.service.cluster.LEARNER_STALE_S` (``learner_seen_s_ago``)."""
         storage = self._probe_storage()
-        for store in (self.storage, self.learner.storage):
+        stores = [self.storage] + ([self.learner.storage] if self.learner is not None else [])
+        for store in stores:
             storage = storage or store.failing(FAILURE_WINDOW_S)
-        return {
-            "status": "ok" if learner_ok and storage is None else "degraded",
-            "learner": "running" if learner_ok else "stopped",
-            "storage": "ok" if storage is None else storage,
-            "policy_version": self._snapshot[1] if self._snapshot else None,
-            "pending_feedback": self._next_seq - 1 - self.learner.applied_seq,
-        }
+        out: dict[str, Any] = {"role": self.role}
+        if self.learner is not None:
+            learner_ok = self.learner.alive()
+            out["learner"] = "running" if learner_ok else "stopped"
+            out["pending_feedback"] = self._accepted_seq - self.learner.applied_seq
+        else:
+            learner_ok = all(t.alive() for t in self._threads)  # the snapshot follower
+            state, age = self._learner_seen() if storage is None else ("unknown", None)
+            out["learner"] = state
+            out["learner_seen_s_ago"] = None if age is None else round(age, 3)
+            out["worker"] = self.worker_index
+        out["status"] = "ok" if learner_ok and storage is None else "degraded"
+        out["storage"] = "ok" if storage is None else storage
+        out["policy_version"] = self._snapshot[1] if self._snapshot else None
+        return out
+
+    def _learner_seen(self) -> tuple[str, float | None]:
+        with self._probe_lock:
+            try:
+                return learner_seen(self._probe)
+            except (StorageUnavailable, sa.exc.SQLAlchemyError):
+                return "unknown", None
 
     def _probe_storage(self) -> str | None:
         """``None`` if the probe read succeeds, else why not."""

@@ -19,7 +19,16 @@ Tables (SQLAlchemy Core, the same schema on both databases):
   can always be replayed. Older logs gain the column at start-up, their checkpoints unverifiable
   (and ``decisions.info``, their old decisions without it).
 * ``models``: slot -> model name, active or retired; ``meta``: the settings the log was written
-  under (a different policy cannot resume from it).
+  under (a different policy cannot resume from it) and the learner's heartbeat.
+* ``snapshots``: the policy states the learner publishes for router workers (``version`` = rows
+  learned; only the newest few are kept), :mod:`banditroute.service.cluster`.
+
+Event ids and feedback ``seq`` numbers are assigned by the database, in the statement that inserts
+the row (``MAX + 1``; the first statement of its transaction, so SQLite takes its snapshot and the
+write lock together, and PostgreSQL serialises it with a transaction-scoped advisory lock:
+:meth:`~banditroute.service.dialects.Dialect.serialize`). Any number of processes can therefore
+log decisions and feedback into one log: ids are never reused or skipped by a failed write, and
+``seq`` order is commit order, the order the learner learns in.
 
 SQLite connections use ``journal_mode=WAL`` (readers never block the writer) and
 ``synchronous=NORMAL``: a commit reaches the OS before it returns, so it survives the server
@@ -105,6 +114,13 @@ checkpoints = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("state", sa.LargeBinary, nullable=False),
     sa.Column("checksum", sa.String(80), nullable=True),  # checkpoint_checksum(seq, state); NULL in old logs
+)
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
 )
 models = sa.Table(
     "models",
@@ -194,6 +210,9 @@ def _mask(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8).astype(bool)
 
 
+SNAPSHOTS_KEPT = 3  # published snapshots kept: a worker loading one is never racing its deletion
+
+
 class StorageUnavailable(Exception):
     """The database cannot serve the call now (connection lost, disk full, I/O error, timeout,
     read-only): HTTP 503. Nothing of the failed call was kept; a later call may succeed."""
@@ -272,12 +291,18 @@ class Storage:
         self._insert = self.dialect.insert
         # Hot-path statements built once, so SQLAlchemy compiles each once (per-call construction
         # costs more than the database work).
+        next_event = sa.select(sa.func.coalesce(sa.func.max(decisions.c.event_id), 0) + 1).scalar_subquery()
         self._insert_decision = decisions.insert()
+        self._insert_next_decision = decisions.insert().values(event_id=next_event).returning(decisions.c.event_id)
         self._select_decision = sa.select(
             decisions, feedback.c.seq, feedback.c.reward, feedback.c.cost, feedback.c.received_at
         ).select_from(decisions.outerjoin(feedback, feedback.c.event_id == decisions.c.event_id))
+        next_seq = sa.select(sa.func.coalesce(sa.func.max(feedback.c.seq), 0) + 1).scalar_subquery()
         self._insert_feedback = (
-            self._insert(feedback).on_conflict_do_nothing(index_elements=["event_id"]).returning(feedback.c.seq)
+            self._insert(feedback)
+            .values(seq=next_seq)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(feedback.c.seq)
         )  # a returned row means inserted (psycopg reports no rowcount here)
         self._conn: sa.Connection | None
         try:
@@ -363,6 +388,13 @@ class Storage:
         self.conn.rollback()
 
     @_guarded
+    def has_schema(self) -> bool:
+        """Whether a router has set this log up, with the tables of this version (``snapshots``)."""
+        found = sa.inspect(self.conn).has_table(snapshots.name)
+        self.conn.rollback()
+        return bool(found)
+
+    @_guarded
     def create_schema(self) -> None:
         """The tables, and the nullable columns a log written by an older version lacks: ``checksum``
         of ``checkpoints`` (its old checkpoints stay unverifiable: skipped, the log replayed) and
@@ -416,31 +448,34 @@ class Storage:
         self.conn.rollback()
         return int(value or 0)
 
-    def insert_decision(self, rec: DecisionRecord) -> None:
-        self.insert_decisions([rec])
+    def insert_decision(self, rec: DecisionRecord) -> int:
+        """Log one decision; returns the event id the log gave it (``rec.event_id`` is ignored)."""
+        return self.insert_decisions([rec])[0]
 
     @_guarded
-    def insert_decisions(self, recs: list[DecisionRecord]) -> None:
-        """Log decisions in one commit (a micro-batch of routes: all or none)."""
-        self.conn.execute(
-            self._insert_decision,
-            [
-                {
-                    "event_id": rec.event_id,
-                    "request_id": rec.request_id,
-                    "created_at": rec.created_at,
-                    "kind": rec.kind,
-                    "policy_version": rec.policy_version,
-                    "action": rec.action,
-                    "probs": np.ascontiguousarray(rec.probs, dtype=np.float64).tobytes(),
-                    "allowed": np.ascontiguousarray(rec.allowed, dtype=np.uint8).tobytes(),
-                    "context": np.ascontiguousarray(rec.context, dtype=np.float64).tobytes(),
-                    "info": encode_info(rec.info),
-                }
-                for rec in recs
-            ],
-        )
+    def insert_decisions(self, recs: list[DecisionRecord]) -> list[int]:
+        """Log decisions in one commit (a micro-batch of routes: all or none); returns their event
+        ids, consecutive, assigned by the log (module docstring; ``rec.event_id`` is ignored)."""
+        rows = [
+            {
+                "request_id": rec.request_id,
+                "created_at": rec.created_at,
+                "kind": rec.kind,
+                "policy_version": rec.policy_version,
+                "action": rec.action,
+                "probs": np.ascontiguousarray(rec.probs, dtype=np.float64).tobytes(),
+                "allowed": np.ascontiguousarray(rec.allowed, dtype=np.uint8).tobytes(),
+                "context": np.ascontiguousarray(rec.context, dtype=np.float64).tobytes(),
+                "info": encode_info(rec.info),
+            }
+            for rec in recs
+        ]
+        self.dialect.serialize(self.conn, "decisions")
+        first = int(self.conn.execute(self._insert_next_decision, rows[0]).scalar_one())
+        if len(rows) > 1:
+            self.conn.execute(self._insert_decision, [{**r, "event_id": first + i} for i, r in enumerate(rows) if i])
         self.conn.commit()
+        return list(range(first, first + len(rows)))
 
     @_guarded
     def insert_attempts(self, rows: list[dict[str, Any]]) -> None:
@@ -486,18 +521,43 @@ class Storage:
         return None if found is None else found[0]
 
     @_guarded
-    def insert_feedback(self, rec: FeedbackRecord) -> bool:
-        """Insert unless the event already has feedback; True when inserted (and committed)."""
-        params = {
-            "seq": rec.seq,
-            "event_id": rec.event_id,
-            "reward": rec.reward,
-            "cost": rec.cost,
-            "received_at": rec.received_at,
-        }
-        inserted = self.conn.execute(self._insert_feedback, params).first() is not None
+    def insert_feedback(self, event_id: int, reward: float, cost: float | None, now: float) -> int | None:
+        """Accept feedback for ``event_id`` unless it already has some: returns the ``seq`` the log
+        gave it (committed), or ``None`` for a repeat (first wins)."""
+        params = {"event_id": event_id, "reward": reward, "cost": cost, "received_at": now}
+        self.dialect.serialize(self.conn, "feedback")
+        seq = self.conn.execute(self._insert_feedback, params).scalar()
         self.conn.commit()
-        return inserted
+        return None if seq is None else int(seq)
+
+    @_guarded
+    def settled_through(self, after_event: int, cutoff: float) -> int:
+        """The largest event id ``L >= after_event`` such that every decision up to ``L`` was made
+        before ``cutoff`` (a UNIX time): the one before the first later decision, else the last one.
+        A decision logged from now on gets a larger id, so ids up to ``L`` are final."""
+        first_open = self.conn.execute(
+            sa.select(sa.func.min(decisions.c.event_id)).where(
+                decisions.c.event_id > after_event, decisions.c.created_at >= cutoff
+            )
+        ).scalar()
+        last = self.conn.execute(sa.select(sa.func.max(decisions.c.event_id))).scalar() if first_open is None else None
+        self.conn.rollback()
+        return max(after_event, int(first_open) - 1 if first_open is not None else int(last or 0))
+
+    @_guarded
+    def unanswered(self, after_event: int, through: int, limit: int) -> list[int]:
+        """Event ids in ``(after_event, through]`` of decisions without feedback, in order, at most
+        ``limit`` (the joiner's default rewards, :mod:`banditroute.service.cluster`)."""
+        query = (
+            sa.select(decisions.c.event_id)
+            .select_from(decisions.outerjoin(feedback, feedback.c.event_id == decisions.c.event_id))
+            .where(decisions.c.event_id > after_event, decisions.c.event_id <= through, feedback.c.seq.is_(None))
+            .order_by(decisions.c.event_id)
+            .limit(limit)
+        )
+        ids = self.conn.execute(query).scalars().all()
+        self.conn.rollback()
+        return [int(i) for i in ids]
 
     def learn_rows(self, after_seq: int, chunk: int = 2048) -> Iterator[LearnRow]:
         """Feedback with ``seq > after_seq`` joined with its decision, in ``seq`` order."""
@@ -575,6 +635,30 @@ class Storage:
         rows = self.conn.execute(query).all()[::-1]
         self.conn.rollback()
         return valid_log_rows(rows, reward_range)
+
+    # ------------------------------------------------------------------ snapshots (router workers)
+    @_guarded
+    def publish_snapshot(self, version: int, state: bytes, now: float) -> None:
+        """Store the policy state after ``version`` rows for the workers (replacing one of the same
+        version: a restarted learner republishes) and keep only the newest :data:`SNAPSHOTS_KEPT`."""
+        row = {"version": version, "created_at": now, "state": state}
+        insert = self._insert(snapshots).values(**row)
+        self.conn.execute(insert.on_conflict_do_update(index_elements=["version"], set_=row))
+        newest = sa.select(snapshots.c.version).order_by(snapshots.c.version.desc()).limit(SNAPSHOTS_KEPT)
+        self.conn.execute(snapshots.delete().where(snapshots.c.version.not_in(newest)))
+        self.conn.commit()
+
+    @_guarded
+    def latest_snapshot(self, newer_than: int = -1) -> tuple[int, bytes] | None:
+        """``(version, state)`` of the newest published snapshot if its version is above
+        ``newer_than``, else ``None`` (a cheap poll: the blob is read only when it is new)."""
+        version = self.conn.execute(sa.select(sa.func.max(snapshots.c.version))).scalar()
+        if version is None or version <= newer_than:
+            self.conn.rollback()
+            return None
+        state = self.conn.execute(sa.select(snapshots.c.state).where(snapshots.c.version == version)).scalar()
+        self.conn.rollback()
+        return None if state is None else (int(version), bytes(state))
 
     # ------------------------------------------------------------------ checkpoints
     @_guarded

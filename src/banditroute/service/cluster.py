@@ -1,0 +1,205 @@
+"""The background threads that let several processes share one log (``serve --workers N``, issue 16).
+
+The decision-service architecture of Vowpal Wabbit's Decision Service / Azure Personalizer — rank,
+log, join, train, broadcast — on the router's own log (docs/architecture.md):
+
+* **Router workers** (``role = "worker"``, any number, on any host that reaches the database) decide
+  in-process from the newest policy snapshot and write decisions and feedback straight into the
+  log; the log numbers them (:mod:`banditroute.service.storage`), so writers never collide. A
+  :class:`SnapshotFollower` polls for a newer snapshot and for model changes made through another
+  worker, and swaps them in; every decision logs the version it used (``policy_version``).
+* **One learner** (``role = "learner"``, holding the writer lock: the lease) follows the log's
+  feedback in ``seq`` order (:class:`LogFeed`), learns it in the fixed groups of
+  :mod:`banditroute.service.learner` — so its state is always a function of the log alone, equal to a
+  clean replay — checkpoints, publishes numbered snapshots into the log's ``snapshots`` table and
+  beats a heartbeat the workers' ``/healthz`` reports. While it is down the workers keep deciding
+  from the last snapshot and accepting feedback; a restarted learner restores its checkpoint,
+  replays the rest once and publishes again.
+* **The joiner** (:class:`Joiner`, in whichever process learns) gives a decision whose reward window
+  (``router.feedback_ttl_s``) ended without feedback ``router.default_reward``, as a feedback row of
+  the log like any other (off when it is ``None``, the default). Duplicates: the first feedback of an
+  event wins, whoever wrote it; later ones are acknowledged, not learned.
+
+Polling is the transport on both databases (``[cluster] poll_interval_s``, 50 ms): a poll is one
+indexed ``MAX`` read, and it needs no connection kept open per worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from banditroute.service.storage import LearnRow, ModelRecord, Storage, StorageUnavailable
+
+log = logging.getLogger("banditroute.service")
+
+HEARTBEAT_S = 1.0  # the learner writes its heartbeat this often
+LEARNER_STALE_S = 5.0  # a worker's /healthz reports the learner down after this long without one
+JOIN_CHUNK = 1000
+
+
+class _Poller:
+    """A daemon thread calling ``step()`` every ``interval_s`` on its own connection ``storage`` until
+    stopped (then the connection is closed); a storage fault is logged (once per outage) and retried
+    at the next tick, any other error is logged and retried likewise."""
+
+    name = "banditroute-poller"
+
+    def __init__(self, storage: Storage, interval_s: float) -> None:
+        self.storage = storage
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        self.final()
+        self.storage.close()
+
+    def final(self) -> None:
+        """Runs once after the thread stopped, before the connection closes."""
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.step()
+            except StorageUnavailable as exc:
+                if not self._failing:
+                    log.warning("%s: %s; retrying", self.name, exc)
+                self._failing = True
+                continue
+            except Exception:
+                log.exception("%s: unexpected error; retrying", self.name)
+                continue
+            self._failing = False
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class SnapshotFollower(_Poller):
+    """A worker's view of the learner: loads each newer snapshot (``load(version, state)``) and
+    hands the log's model table to ``on_models`` at every tick."""
+
+    name = "banditroute-snapshots"
+
+    def __init__(
+        self,
+        storage: Storage,
+        interval_s: float,
+        current: Callable[[], int],
+        load: Callable[[int, bytes], None],
+        on_models: Callable[[list[ModelRecord]], None],
+    ) -> None:
+        super().__init__(storage, interval_s)
+        self._current, self._load, self._on_models = current, load, on_models
+
+    def step(self) -> None:
+        found = self.storage.latest_snapshot(newer_than=self._current())
+        if found is not None:
+            self._load(*found)
+        self._on_models(self.storage.models())
+
+
+class LogFeed(_Poller):
+    """The learner process's input: feedback rows the workers committed, in ``seq`` order, handed to
+    ``submit`` (the learner skips what it already has); also beats the heartbeat."""
+
+    name = "banditroute-logfeed"
+
+    def __init__(
+        self, storage: Storage, interval_s: float, after: Callable[[], int], submit: Callable[[LearnRow], None]
+    ):
+        super().__init__(storage, interval_s)
+        self._after, self._submit = after, submit
+        self.fed_seq = 0
+        self.log_seq = 0  # the highest seq seen in the log (the learn-lag gauge)
+        self._beat_at = 0.0
+
+    def final(self) -> None:
+        """Feed what the log holds now once more: the learner's final checkpoint (it stops after
+        this) then covers every row the workers committed before the stop."""
+        try:
+            self.step()
+        except StorageUnavailable as exc:  # a restart replays them
+            log.warning("%s: last read before stopping failed: %s", self.name, exc)
+
+    def step(self) -> None:
+        start = max(self.fed_seq, self._after())
+        for row in self.storage.learn_rows(start):
+            self._submit(row)
+            self.fed_seq = row.seq
+        self.log_seq = max(self.log_seq, self.fed_seq)
+        if time.time() - self._beat_at >= HEARTBEAT_S:
+            self.beat()
+
+    def beat(self) -> None:
+        """Write the heartbeat (the learner's pid and host, and the time)."""
+        now = time.time()
+        self.storage.set_meta(
+            LEARNER_META, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "seen_at": now})
+        )
+        self._beat_at = now
+
+
+LEARNER_META = "learner"
+
+
+def learner_pid(storage: Storage) -> int | None:
+    """The pid in the learner's last heartbeat (``None`` before any)."""
+    raw = storage.get_meta(LEARNER_META)
+    try:
+        return None if raw is None else int(json.loads(raw)["pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def learner_seen(storage: Storage) -> tuple[str, float | None]:
+    """``("running" | "down", seconds since the learner's last heartbeat)`` as the log tells it."""
+    raw = storage.get_meta(LEARNER_META)
+    if raw is None:
+        return "down", None
+    try:
+        age = max(0.0, time.time() - float(json.loads(raw)["seen_at"]))
+    except (ValueError, KeyError, TypeError):
+        return "down", None
+    return ("running" if age <= LEARNER_STALE_S else "down"), age
+
+
+class Joiner(_Poller):
+    """Default rewards (module docstring): every tick, each decision older than ``window_s`` that has
+    no feedback gets ``reward`` through ``accept(event_id, reward)`` (the log's own insert, so a client's
+    feedback racing it is a duplicate of whichever came first)."""
+
+    name = "banditroute-joiner"
+
+    def __init__(self, storage: Storage, window_s: float, reward: float, accept: Callable[[int, float], object]):
+        super().__init__(storage, min(max(window_s / 10, 0.05), 1.0))
+        self.window_s, self.reward, self._accept = window_s, reward, accept
+        self.after_event = 0
+        self.joined = 0
+
+    def step(self) -> None:
+        through = self.storage.settled_through(self.after_event, time.time() - self.window_s)
+        while self.after_event < through:
+            ids = self.storage.unanswered(self.after_event, through, JOIN_CHUNK)
+            for event_id in ids:
+                if self._accept(event_id, self.reward) is not None:
+                    self.joined += 1
+            self.after_event = ids[-1] if len(ids) == JOIN_CHUNK else through

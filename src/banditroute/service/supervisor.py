@@ -1,0 +1,206 @@
+"""The processes of a router cluster on one host (``banditroute serve --workers N``) and its roles.
+
+``serve --workers N`` binds the listening socket once, starts one **learner** process (``serve --role
+learner``: holds the log's writer lock, learns, publishes snapshots; no HTTP) and, once it has
+published its first snapshot, ``N`` **worker** processes (``serve --role worker``) that inherit the
+socket and each run their own uvicorn server on it, so the kernel spreads connections over them —
+the pre-fork model of gunicorn and ``uvicorn --workers``, with the learner beside the workers
+(:mod:`banditroute.service.cluster`). A child that dies (``kill -9`` included) is started again;
+acknowledged decisions and feedback are in the log, so nothing is lost, and a restarted learner
+restores its checkpoint and replays the rest once. ``SIGINT``/``SIGTERM`` stop the workers first
+(uvicorn's graceful shutdown), then the learner (its final checkpoint).
+
+Across hosts, run ``serve --role learner`` once and ``serve --role worker --worker-index i`` on each
+host against one PostgreSQL log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from banditroute.core.validation import InputError
+from banditroute.service.cluster import learner_pid
+from banditroute.service.config import ServiceConfig
+from banditroute.service.router import WORKER_START_TIMEOUT_S, Router
+from banditroute.service.storage import Storage, StorageUnavailable
+
+log = logging.getLogger("banditroute.service")
+
+RESTART_BACKOFF_S = 1.0  # a child that dies within this long of its start waits this long before the next
+
+
+def run_learner(config: ServiceConfig) -> None:
+    """The learner role in this process until ``SIGINT``/``SIGTERM``, then its final checkpoint."""
+    router = Router(config, role="learner")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        router.start()
+        log.info("learner: running on the log (policy version %s)", router.published and router.published[1])
+        while not stop.wait(1.0):
+            if router.learner is not None and router.learner.failed:
+                raise SystemExit(1)
+    finally:
+        router.stop()
+
+
+def run_worker(
+    config: ServiceConfig, app_factory: Callable[[Router], Any], *, index: int, fd: int | None, log_level: str
+) -> None:
+    """One worker: its router and a uvicorn server on the inherited socket ``fd`` (else its own bind)."""
+    import uvicorn
+
+    router = Router(config, role="worker", worker_index=index)
+    try:
+        router.start()
+    except BaseException:
+        router.stop()
+        raise
+    server_config = uvicorn.Config(
+        app_factory(router),
+        host=config.server.host,
+        port=config.server.port,
+        log_level=log_level,
+        access_log=config.server.access_log,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(server_config)
+    try:
+        if fd is None:
+            server.run()
+        else:
+            server.run(sockets=[socket.socket(fileno=fd)])
+    finally:
+        if router.running:
+            router.stop()
+
+
+def _die_with_parent() -> None:
+    """In a child before it runs: ``SIGTERM`` it when the supervisor dies, ``kill -9`` included
+    (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere a killed supervisor leaves its children running)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Supervisor:
+    """Starts and keeps running the learner and the workers of ``serve --workers N`` (module docstring)."""
+
+    def __init__(self, config_path: Path, config: ServiceConfig, workers: int, log_level: str) -> None:
+        self.config_path, self.config, self.n_workers, self.log_level = config_path, config, workers, log_level
+        self.stopping = threading.Event()
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_at: dict[str, float] = {}
+        self.restarts = 0
+
+    def _command(self, role: str, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "banditroute",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--role",
+            role,
+            "--log-level",
+            self.log_level,
+            *extra,
+        ]
+
+    def _spawn(self, name: str) -> None:
+        fds: tuple[int, ...] = ()
+        if name == "learner":
+            cmd = self._command("learner")
+        else:
+            index = int(name.removeprefix("worker-"))
+            cmd = self._command("worker", "--worker-index", str(index), "--fd", str(self.sock.fileno()))
+            fds = (self.sock.fileno(),)
+        self.children[name] = subprocess.Popen(cmd, pass_fds=fds, preexec_fn=_die_with_parent)
+        self.started_at[name] = time.monotonic()
+
+    def _await_learner(self) -> None:
+        """Until our learner is up — it has published and its heartbeat names it — or it has exited
+        (a start-up refusal, e.g. another router holds the log: the cluster ends with its exit code)."""
+        store = Storage(self.config.storage.url, self.config.storage.timeout_s)
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        try:
+            while not self.stopping.is_set():
+                code = self.children["learner"].poll()
+                if code is not None:
+                    raise SystemExit(code or 1)
+                try:
+                    if store.has_schema() and learner_pid(store) == self.children["learner"].pid:
+                        return
+                except (StorageUnavailable, sa.exc.SQLAlchemyError):  # the database is not up yet
+                    pass
+                if time.monotonic() > deadline:
+                    raise InputError(f"the learner did not start within {WORKER_START_TIMEOUT_S:g} s")
+                time.sleep(0.05)
+        finally:
+            store.dispose()
+
+    def run(self) -> None:
+        host, port = self.config.server.host, self.config.server.port
+        try:
+            self.sock = socket.create_server((host, port), backlog=2048)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.sock.set_inheritable(True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        try:
+            self._spawn("learner")
+            self._await_learner()
+            for i in range(self.n_workers):
+                self._spawn(f"worker-{i}")
+            log.info(
+                "serving on %s:%d with %d workers and one learner (pid %d)", host, port, self.n_workers, os.getpid()
+            )
+            while not self.stopping.wait(0.2):
+                self._restart_dead()
+        finally:
+            self._stop_all()
+            self.sock.close()
+
+    def _restart_dead(self) -> None:
+        for name, proc in list(self.children.items()):
+            code = proc.poll()
+            if code is None or self.stopping.is_set():
+                continue
+            if time.monotonic() - self.started_at[name] < RESTART_BACKOFF_S:
+                time.sleep(RESTART_BACKOFF_S)
+            log.warning("%s (pid %d) exited with code %s; starting it again", name, proc.pid, code)
+            self.restarts += 1
+            self._spawn(name)
+
+    def _stop_all(self) -> None:
+        """Workers first (they finish their requests), then the learner (it learns what they accepted)."""
+        workers = [name for name in self.children if name != "learner"]
+        for group in (workers, [name for name in self.children if name == "learner"]):
+            for name in group:
+                if self.children[name].poll() is None:
+                    self.children[name].send_signal(signal.SIGTERM)
+            for name in group:
+                try:
+                    self.children[name].wait(40)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in 40 s; killing it", name)
+                    self.children[name].kill()
+                    self.children[name].wait()

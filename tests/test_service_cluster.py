@@ -1,0 +1,408 @@
+"""Several router processes over one log (issue 16): workers decide from broadcast snapshots, one
+learner holds the lease, learns the log in order and publishes; the joiner's default rewards.
+
+In-process tests drive :class:`Router` objects of each role on one SQLite log; the process tests run
+real ``banditroute serve --workers N`` clusters (a supervisor, a learner, N uvicorn workers on one
+socket) and separate ``--role learner`` / ``--role worker`` processes, and ``kill -9`` them under load.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import httpx
+import sqlalchemy as sa
+
+from banditroute.service.cluster import learner_pid
+from banditroute.service.config import parse_config
+from banditroute.service.learner import replay
+from banditroute.service.router import Router
+from banditroute.service.storage import Storage
+from service_support import (
+    Server,
+    _reward,
+    banditroute_cmd,
+    check_after_crash,
+    client,
+    cluster_load,
+    free_port,
+    unit_contexts,
+    write_config,
+)
+
+
+def _config(tmp_path: Path, **router: Any) -> dict[str, Any]:
+    from banditroute.service.auth import hash_key
+    from service_support import ADMIN_KEY  # noqa: F401  (write_config adds the test keys)
+
+    return {
+        "router": {"models": ["a", "b", "c"], "dim": 6, "learn_batch": 2, "publish_interval_s": 0.0, **router},
+        "policy": {"name": "linucb", "params": {"epsilon": 0.1}},
+        "storage": {"url": f"sqlite:///{tmp_path / 'r.db'}"},
+        "auth": {"admin_key_hashes": [hash_key("admin")]},
+        "cluster": {"poll_interval_s": 0.01},
+    }
+
+
+def _wait(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _version(router: Router) -> int:
+    assert router.published is not None
+    return router.published[1]
+
+
+def _drive(route: Any, feedback: Any, version: Any, n: int, batch: int) -> list[tuple[str, dict[str, float], int]]:
+    """A seeded stream, one request at a time; after each complete feedback group, wait until routing
+    uses the snapshot that learned it (so the decisions do not depend on timing)."""
+    out = []
+    for t, ctx in enumerate(unit_contexts(n, 6, 5)):
+        res = route(ctx)
+        out.append((res["model"], res["probs"], res["policy_version"]))
+        ack = feedback(res["event_id"], _reward(ctx, res["model"]))
+        assert ack["status"] == "accepted" and ack["seq"] == t + 1
+        if ack["seq"] % batch == 0:
+            _wait(lambda s=ack["seq"]: version() == s, what=f"snapshot {ack['seq']}")
+    return out
+
+
+def test_a_worker_decides_as_the_single_router_given_the_same_snapshots(tmp_path: Path) -> None:
+    """In process: one learner and one worker over a log take the single router's decisions, bit for bit."""
+    single = Router(parse_config(_config(tmp_path / "s")))
+    (tmp_path / "s").mkdir()
+    single.start()
+    try:
+        alone = _drive(lambda x: single.route(context=x), single.feedback, lambda: _version(single), 80, 2)
+    finally:
+        single.stop()
+    (tmp_path / "c").mkdir()
+    cfg = parse_config(_config(tmp_path / "c"))
+    learner, worker = Router(cfg, role="learner"), Router(cfg, role="worker")
+    learner.start()
+    worker.start()
+    try:
+        shared = _drive(lambda x: worker.route(context=x), worker.feedback, lambda: _version(worker), 80, 2)
+    finally:
+        worker.stop()
+        learner.stop()
+    assert shared == alone
+    assert len({v for *_, v in shared}) == 40  # versions 0, 2, ..., 78: every group's snapshot was used
+
+
+def test_learner_state_is_a_clean_replay_of_what_two_workers_logged(tmp_path: Path) -> None:
+    cfg = parse_config(_config(tmp_path, learn_batch=3, checkpoint_every=9))
+    learner = Router(cfg, role="learner")
+    learner.start()
+    workers = [Router(cfg, role="worker", worker_index=i) for i in range(2)]
+    for w in workers:
+        w.start()
+    errors: list[BaseException] = []
+
+    def load(w: Router, seed: int) -> None:
+        try:
+            for ctx in unit_contexts(150, 6, seed):
+                res = w.route(context=ctx)
+                w.feedback(res["event_id"], _reward(ctx, res["model"]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(w, 10 + i)) for i, w in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    try:
+        _wait(lambda: all(_version(w) == 300 for w in workers), what="both workers on the last snapshot")
+        assert learner.learner is not None and learner.learner.applied_seq == 300
+    finally:
+        for w in workers:
+            w.stop()
+        learner.stop()
+    store = Storage(cfg.storage.url)
+    try:
+        seq, state = next(store.verified_checkpoints())
+        assert seq == 300
+        fresh = learner.new_policy()
+        last, pending = replay(fresh, store.learn_rows(0), 3)
+        assert (last, pending) == (300, [])
+        for k, v in fresh.state_dict()["state"].items():
+            np.testing.assert_array_equal(state["state"][k], v)
+        assert store.counts() == (300, 300)
+    finally:
+        store.dispose()
+
+
+def test_a_worker_sees_models_added_and_retired_through_another(tmp_path: Path) -> None:
+    cfg = parse_config(_config(tmp_path, max_models=5))
+    learner = Router(cfg, role="learner")
+    learner.start()
+    w0, w1 = Router(cfg, role="worker"), Router(cfg, role="worker", worker_index=1)
+    w0.start()
+    w1.start()
+    try:
+        w0.add_model("d")
+        w0.retire_model("a")
+        _wait(
+            lambda: {m["name"]: m["active"] for m in w1.list_models()} == {"a": False, "b": True, "c": True, "d": True},
+            what="worker 1 to see the change",
+        )
+        probs = w1.route(context=[1.0] * 6)["probs"]
+        assert set(probs) == {"b", "c", "d"}
+        with pytest.raises(Exception, match="already exists"):
+            w1.add_model("d")
+    finally:
+        w0.stop()
+        w1.stop()
+        learner.stop()
+
+
+def test_a_worker_refuses_a_log_no_learner_set_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import banditroute.service.router as router_module
+
+    monkeypatch.setattr(router_module, "WORKER_START_TIMEOUT_S", 0.3)
+    worker = Router(parse_config(_config(tmp_path)), role="worker")
+    with pytest.raises(Exception, match="serve --role learner"):
+        worker.start()
+    worker.stop()
+
+
+@pytest.mark.parametrize("role", ["single", "learner"])
+def test_joiner_gives_unanswered_decisions_the_default_reward_once(tmp_path: Path, role: str) -> None:
+    cfg = parse_config(_config(tmp_path, feedback_ttl_s=0.4, default_reward=0.25))
+    main = Router(cfg, role=role)  # type: ignore[arg-type]
+    main.start()
+    front = main if role == "single" else Router(cfg, role="worker")
+    if front is not main:
+        front.start()
+    try:
+        events = [front.route(context=list(ctx))["event_id"] for ctx in unit_contexts(6, 6, 1)]
+        for e in events[:2]:
+            assert front.feedback(e, 1.0)["status"] == "accepted"
+        store = Storage(cfg.storage.url)
+        try:
+            _wait(lambda: store.counts() == (6, 6), what="default rewards")
+            time.sleep(0.3)  # a second pass of the joiner adds nothing
+            assert store.counts() == (6, 6)
+            rewards = {e: store.get_decision(e)[1].reward for e in events}  # type: ignore[index]
+        finally:
+            store.dispose()
+        assert rewards == {**{e: 1.0 for e in events[:2]}, **{e: 0.25 for e in events[2:]}}
+        late = front.feedback(events[3], 1.0)  # after the window: the default came first
+        assert late["status"] == "duplicate" and late["reward"] == 0.25
+        assert main.learner is not None
+        _wait(lambda: main.learner.applied_seq == 6, what="the learner to learn the defaults")  # type: ignore[union-attr]
+    finally:
+        if front is not main:
+            front.stop()
+        main.stop()
+
+
+def test_default_reward_must_lie_in_the_reward_range(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="default_reward"):
+        parse_config(_config(tmp_path, default_reward=2.0))
+
+
+# ---------------------------------------------------------------------- real processes
+class Cluster(Server):
+    """``banditroute serve --workers N`` (the supervisor process) on a free loopback port."""
+
+    def __init__(self, config: Path, log_file: Path, workers: int, port: int | None = None) -> None:
+        super().__init__(config, log_file, port, extra=["--workers", str(workers)])
+
+    def children(self) -> dict[str, int]:
+        """``{"learner": pid, "worker-0": pid, ...}`` of the running children."""
+        assert self.proc is not None
+        out = subprocess.run(
+            ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        )
+        found = {}
+        for line in out.stdout.splitlines():
+            pid, args = line.strip().split(" ", 1)
+            if "--role learner" in args:
+                found["learner"] = int(pid)
+            elif "--role worker" in args:
+                found[f"worker-{args.split('--worker-index ')[1].split()[0]}"] = int(pid)
+        return found
+
+
+def _heartbeat_pid(url: str) -> int | None:
+    store = Storage(url)
+    try:
+        return learner_pid(store)
+    finally:
+        store.dispose()
+
+
+def _health(url: str) -> dict[str, Any]:
+    return httpx.get(url + "/healthz", timeout=5).json()
+
+
+def test_one_worker_cluster_decides_as_the_single_process_service(tmp_path: Path) -> None:
+    """Real processes: the same seeded request stream through `serve` and `serve --workers 1` gives the
+    same decisions (a snapshot after every feedback group, waited for through /healthz)."""
+    outcomes = []
+    for name, extra in (("single", []), ("cluster", ["--workers", "1"])):
+        root = tmp_path / name
+        root.mkdir()
+        tables = _config(root)
+        del tables["cluster"], tables["auth"]
+        cfg = write_config(root / "router.toml", tables | {"cluster": {"poll_interval_s": 0.01}} if extra else tables)
+        server = Server(cfg, root / "server.log", extra=extra).start()
+        try:
+            with client(server) as c:
+                outcomes.append(
+                    _drive(
+                        lambda x, c=c: c.post("/v1/route", json={"context": x}).json(),
+                        lambda e, r, c=c: c.post("/v1/feedback", json={"event_id": e, "reward": r}).json(),
+                        lambda s=server: _health(s.url)["policy_version"],
+                        30,
+                        2,
+                    )
+                )
+        finally:
+            assert server.stop() in (0, -signal.SIGTERM)
+    assert outcomes[0] == outcomes[1]
+
+
+def test_kill_9_of_a_worker_the_learner_and_both_loses_nothing_and_learns_each_row_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'router.db'}"
+    cfg = write_config(
+        tmp_path / "router.toml",
+        {
+            "router": {"models": ["a", "b", "c"], "dim": 8, "learn_batch": 4, "checkpoint_every": 24,
+                       "publish_interval_s": 0.05},
+            "policy": {"name": "linucb", "params": {"epsilon": 0.1}},
+            "storage": {"url": url},
+            "cluster": {"poll_interval_s": 0.02},
+        },
+    )  # fmt: skip
+    cluster = Cluster(cfg, tmp_path / "cluster.log", workers=2).start()
+    acked: set[int] = set()
+    events: dict[int, tuple[list[float], str]] = {}
+    stop, errors = threading.Event(), []
+    loaders = [
+        threading.Thread(target=cluster_load, args=(cluster.url, acked, events, stop, errors, s)) for s in (1, 2)
+    ]
+    for t in loaders:
+        t.start()
+    try:
+        for target, after in (("worker-0", 80), ("learner", 200), ("both", 320)):
+            _wait(lambda n=after: len(acked) >= n, timeout=60, what=f"{after} acknowledged feedback rows")
+            pids = cluster.children()
+            victims = ["learner", "worker-1"] if target == "both" else [target]
+            for name in victims:
+                subprocess.run(["kill", "-9", str(pids[name])], check=True)
+            _wait(
+                lambda v=victims, p=pids: all(cluster.children().get(n, p[n]) != p[n] for n in v),
+                timeout=30,
+                what=f"the supervisor to restart {victims}",
+            )
+            if "learner" in victims:  # up again: its heartbeat names it
+                _wait(lambda: _heartbeat_pid(url) == cluster.children()["learner"], timeout=60, what="the new learner")
+        _wait(lambda: len(acked) >= 420, timeout=60, what="load after the restarts")
+    finally:
+        stop.set()
+        for t in loaders:
+            t.join(30)
+    assert not errors, errors[:3]
+    with client(cluster) as c:  # feedback whose answer was lost, or never sent
+        for eid in sorted(set(events) - acked):
+            res = c.post("/v1/feedback", json={"event_id": eid, "reward": _reward(*events[eid])})
+            assert res.status_code == 200, res.text
+        version = _health(cluster.url)["policy_version"]
+    assert cluster.stop() == 0
+    log_text = (tmp_path / "cluster.log").read_text()
+    assert log_text.count("exited with code -9; starting it again") == 4
+    assert version > 0
+    check_after_crash(url, {"acked": acked, "events": set(events), "models": ["a", "b", "c"], "dim": 8, "batch": 4,
+                            "policy": {"name": "linucb", "params": {"epsilon": 0.1}}})  # fmt: skip
+
+
+def test_workers_keep_deciding_while_the_learner_is_down_and_pick_up_its_snapshots_after(tmp_path: Path) -> None:
+    """Across hosts' commands: `serve --role learner` and `serve --role worker` as separate processes."""
+    cfg = write_config(
+        tmp_path / "router.toml",
+        {
+            "router": {"models": ["a", "b"], "dim": 8, "learn_batch": 1, "publish_interval_s": 0.0},
+            "storage": {"url": f"sqlite:///{tmp_path / 'router.db'}"},
+            "cluster": {"poll_interval_s": 0.02},
+        },
+    )
+
+    def start_learner() -> subprocess.Popen[bytes]:
+        with open(tmp_path / "learner.log", "ab") as out:
+            return subprocess.Popen(
+                [*banditroute_cmd(), "serve", "--config", str(cfg), "--role", "learner"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    learner = start_learner()
+    worker = Server(cfg, tmp_path / "worker.log", extra=["--role", "worker"]).start()
+    try:
+        with client(worker) as c:
+
+            def round_trip(ctx: list[float]) -> dict[str, Any]:
+                out = c.post("/v1/route", json={"context": ctx}).json()
+                assert c.post("/v1/feedback", json={"event_id": out["event_id"], "reward": 1.0}).status_code == 200
+                return out
+
+            for ctx in unit_contexts(10, 8, 1):
+                round_trip(ctx)
+            _wait(lambda: _health(worker.url)["policy_version"] == 10, what="the worker to learn 10 rows")
+            learner.send_signal(signal.SIGKILL)
+            learner.wait(10)
+            for ctx in unit_contexts(30, 8, 2):  # the learner is down: decisions and feedback go on
+                assert round_trip(ctx)["policy_version"] == 10
+            _wait(
+                lambda: _health(worker.url)["learner"] == "down", timeout=15, what="/healthz to report the learner down"
+            )
+            state = _health(worker.url)
+            assert state["status"] == "ok" and state["learner_seen_s_ago"] > 5
+            learner = start_learner()
+            _wait(lambda: _health(worker.url)["policy_version"] == 40, what="the restarted learner's snapshot")
+            assert _health(worker.url)["learner"] == "running"
+    finally:
+        worker.stop()
+        learner.send_signal(signal.SIGTERM)
+        learner.wait(30)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'router.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select max(seq) from checkpoints")).scalar() == 40
+        versions = conn.execute(sa.text("select policy_version from decisions order by event_id")).scalars().all()
+    engine.dispose()
+    assert versions[10:40] == [10] * 30  # decided while the learner was down: the last snapshot
+    assert versions[:10] == sorted(versions[:10]) and versions[9] <= 9
+
+
+def test_a_second_cluster_on_the_same_log_is_refused(tmp_path: Path) -> None:
+    tables = _config(tmp_path)
+    del tables["auth"]
+    cfg = write_config(tmp_path / "router.toml", tables)
+    first = Cluster(cfg, tmp_path / "a.log", workers=1).start()
+    try:
+        second = subprocess.run(
+            [*banditroute_cmd(), "serve", "--config", str(cfg), "--workers", "1", "--port", str(free_port())],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert "another router" in second.stderr and "one writer per log" in second.stderr
+    finally:
+        first.stop()
