@@ -1,7 +1,10 @@
 """Prometheus metrics of one router (text exposition format at ``GET /metrics``).
 
 Each router has its own :class:`prometheus_client.CollectorRegistry` (not the process-global one),
-so several routers can live in one process (tests). Counters and histograms are updated on the
+so several routers can live in one process (tests). With ``serve --workers N`` each worker answers
+``/metrics`` for itself (``banditroute_process`` names it): sum the workers' series, as a Prometheus
+server scraping each worker does; the learner, which serves no HTTP, is seen through the workers'
+``banditroute_policy_version`` and ``/healthz``. Counters and histograms are updated on the
 request path (a few microseconds each); the per-model shares and running rewards over the last
 ``window`` decisions are computed when Prometheus scrapes.
 """
@@ -76,6 +79,10 @@ class RouterMetrics:
         self.storage_unavailable = Counter(
             "banditroute_storage_unavailable", "Requests answered 503 because storage was unavailable", registry=r
         )
+        self.process = Gauge(
+            "banditroute_process", "This process of the router: its role, worker number and pid (value 1)",
+            ["role", "worker", "pid"], registry=r,
+        )  # fmt: skip
         self.recent = _Recent(names, window)
         r.register(self.recent)
 
