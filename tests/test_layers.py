@@ -48,8 +48,11 @@ GRAPH = {name: imports_of(path) - {name} for name, path in MODULES.items()}
 
 
 def package(module: str) -> str | None:
+    """The package of a module; ``None`` for the top level (``banditroute/__init__.py``, and
+    ``__main__.py``, the ``python -m banditroute`` entry point above every floor)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else None  # None: the top-level banditroute/__init__
+    top_level_file = len(parts) == 2 and MODULES[module].name != "__init__.py"
+    return None if len(parts) < 2 or top_level_file else parts[1]
 
 
 def package_graph() -> dict[str, set[str]]:

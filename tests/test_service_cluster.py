@@ -406,3 +406,46 @@ def test_a_second_cluster_on_the_same_log_is_refused(tmp_path: Path) -> None:
         assert "another router" in second.stderr and "one writer per log" in second.stderr
     finally:
         first.stop()
+
+
+def test_snapshot_format_round_trips_and_refuses_damage(tmp_path: Path) -> None:
+    from banditroute.core.types import EnvSpec
+    from banditroute.core.validation import InputError
+    from banditroute.policies.registry import make_policy
+    from banditroute.service.snapshots import FileSnapshots, decode_snapshot, encode_snapshot
+
+    policy = make_policy("linucb", EnvSpec(n_arms=3, dim=5), epsilon=0.1)
+    policy.learn(np.ones(5), policy.act(np.ones(5), np.random.default_rng(0)), 1.0)
+    state = policy.state_dict()
+    blob = encode_snapshot(state)
+    fresh = make_policy("linucb", EnvSpec(n_arms=3, dim=5), epsilon=0.1)
+    fresh.load_state_dict(decode_snapshot(blob))
+    for k, v in state["state"].items():
+        np.testing.assert_array_equal(fresh.state_dict()["state"][k], v)
+    for damaged in (blob[:-8], blob + b"x", b"nonsense", blob.replace(b'"<f8"', b'"|O"', 1)):
+        with pytest.raises(InputError, match="corrupted policy snapshot"):
+            decode_snapshot(damaged)
+
+    store = FileSnapshots(tmp_path / "r.db.snapshots")
+    assert store.latest() is None
+    for version in (2, 4, 6, 8):
+        store.publish(version, state, 0.0)
+    assert (tmp_path / "r.db.snapshots").stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in (tmp_path / "r.db.snapshots").iterdir()) == [f"{v:020d}.snap" for v in (4, 6, 8)]
+    assert store.latest(-1) == (8, blob) and store.latest(8) is None and store.latest(7) is not None
+
+
+def test_a_worker_keeps_its_snapshot_when_a_newer_one_does_not_load(tmp_path: Path) -> None:
+    cfg = parse_config(_config(tmp_path))
+    learner = Router(cfg, role="learner")
+    learner.start()
+    worker = Router(cfg, role="worker")
+    worker.start()
+    try:
+        (tmp_path / "r.db.snapshots" / f"{10**6:020d}.snap").write_bytes(b"BRSNAP1\ngarbage")
+        time.sleep(0.2)  # several polls
+        assert _version(worker) == 0
+        assert worker.route(context=[0.1] * 6)["policy_version"] == 0
+    finally:
+        worker.stop()
+        learner.stop()

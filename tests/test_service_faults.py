@@ -209,7 +209,7 @@ def test_lock_timeout_is_storage_unavailable_and_the_learner_retries_its_checkpo
         return make_policy("linucb", spec)
 
     learner = Learner(
-        fresh(), fresh, store, batch=1, checkpoint_every=1, keep_checkpoints=2, publish_interval_s=0.0,
+        fresh(), store, batch=1, checkpoint_every=1, keep_checkpoints=2, publish_interval_s=0.0,
         publish=lambda p, v: None,
     )  # fmt: skip
     other = sqlite3.connect(db, isolation_level=None)

@@ -33,6 +33,9 @@ url = "sqlite:///router.db"            # or "postgresql+psycopg://user@host:5432
 host = "127.0.0.1"
 port = 8080
 
+# [cluster]                            # uncomment: a learner and N router processes on this port over the
+# workers = 2                          # one log (or `serve --workers N`); docs/architecture.md
+
 [auth]
 # sha256 hashes of the keys printed once by `banditroute init` (`banditroute keygen` makes more).
 api_key_hashes = ["{client}"]
@@ -43,6 +46,8 @@ ROUTER = """
 [router]
 models = ["small", "medium", "large"]  # the arms; more can be added at run time (POST /v1/models)
 dim = 8                                # clients send context vectors of this length (POST /v1/route)
+feedback_ttl_s = 86400                 # the reward window: later feedback is refused (410)
+# default_reward = 0.0                 # learned for a decision whose window ends without feedback
 """
 
 GATEWAY = """

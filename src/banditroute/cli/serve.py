@@ -67,7 +67,7 @@ def serve(
         if role == "learner":
             from banditroute.service.supervisor import run_learner
 
-            run_learner(cfg)
+            run_learner(cfg, log_level)
         elif role == "worker":
             from banditroute.service.supervisor import run_worker
 

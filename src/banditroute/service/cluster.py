@@ -11,8 +11,9 @@ log, join, train, broadcast — on the router's own log (docs/architecture.md):
 * **One learner** (``role = "learner"``, holding the writer lock: the lease) follows the log's
   feedback in ``seq`` order (:class:`LogFeed`), learns it in the fixed groups of
   :mod:`banditroute.service.learner` — so its state is always a function of the log alone, equal to a
-  clean replay — checkpoints, publishes numbered snapshots into the log's ``snapshots`` table and
-  beats a heartbeat the workers' ``/healthz`` reports. While it is down the workers keep deciding
+  clean replay — checkpoints, publishes numbered snapshots (:mod:`banditroute.service.snapshots`:
+  files beside a SQLite log, the log's table on PostgreSQL) and beats a heartbeat the workers'
+  ``/healthz`` reports. While it is down the workers keep deciding
   from the last snapshot and accepting feedback; a restarted learner restores its checkpoint,
   replays the rest once and publishes again.
 * **The joiner** (:class:`Joiner`, in whichever process learns) gives a decision whose reward window
@@ -20,8 +21,8 @@ log, join, train, broadcast — on the router's own log (docs/architecture.md):
   the log like any other (off when it is ``None``, the default). Duplicates: the first feedback of an
   event wins, whoever wrote it; later ones are acknowledged, not learned.
 
-Polling is the transport on both databases (``[cluster] poll_interval_s``, 50 ms): a poll is one
-indexed ``MAX`` read, and it needs no connection kept open per worker.
+Polling is the transport (``[cluster] poll_interval_s``, 50 ms): a poll is a directory listing or
+one indexed ``MAX`` read, and it needs no connection kept open per worker.
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ class _Poller:
 
 
 class SnapshotFollower(_Poller):
-    """A worker's view of the learner: loads each newer snapshot (``load(version, state)``) and
-    hands the log's model table to ``on_models`` at every tick."""
+    """A worker's view of the learner: loads each newer snapshot (``latest(current())`` gives it,
+    :mod:`banditroute.service.snapshots`) with ``load(version, blob)`` and hands the log's model table
+    to ``on_models`` at every tick."""
 
     name = "banditroute-snapshots"
 
@@ -104,14 +106,15 @@ class SnapshotFollower(_Poller):
         storage: Storage,
         interval_s: float,
         current: Callable[[], int],
+        latest: Callable[[int], tuple[int, bytes] | None],
         load: Callable[[int, bytes], None],
         on_models: Callable[[list[ModelRecord]], None],
     ) -> None:
         super().__init__(storage, interval_s)
-        self._current, self._load, self._on_models = current, load, on_models
+        self._current, self._latest, self._load, self._on_models = current, latest, load, on_models
 
     def step(self) -> None:
-        found = self.storage.latest_snapshot(newer_than=self._current())
+        found = self._latest(self._current())
         if found is not None:
             self._load(*found)
         self._on_models(self.storage.models())

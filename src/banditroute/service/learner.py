@@ -9,9 +9,10 @@ offline replay of the whole log hold the same state, bit for bit (the grouping m
 policies use Sherman–Morrison for one row and Woodbury for several, which round differently).
 
 Routing never waits on learning: the learner owns its policy object and, after learning,
-*publishes* a copy (``state_dict`` into a fresh policy) that routing reads through one atomic
-reference swap — at most every ``publish_interval_s``, and at most ``publish_interval_s`` after the
-last row learned (the learner wakes up for it when no more feedback comes). Publishing copies the
+*publishes* it — the router copies it (``state_dict`` into a fresh policy) for routing through one
+atomic reference swap, or writes it out for router workers (:mod:`banditroute.service.snapshots`) —
+at most every ``publish_interval_s``, and at most ``publish_interval_s`` after the last row learned
+(the learner wakes up for it when no more feedback comes). Publishing copies the
 whole state (4.7 MB for LinUCB at d = 384, M = 4: 5 ms), so under steady feedback it must not follow
 every row: docs/benchmarks.md, "issue 16", measured it at 163 publishes/s before this bound.
 Checkpoints (every ``checkpoint_every`` rows, at group boundaries, and at shutdown) bound how much a
@@ -105,20 +106,19 @@ class Learner:
 
     Args:
         policy: the learning copy (owned by the learner from now on).
-        factory: builds an empty policy of the same configuration (for published snapshots).
         storage: a connection of the learner's own (checkpoints, replay).
         batch: rows per learning step.
         checkpoint_every: rows between checkpoints.
         keep_checkpoints: checkpoints kept in the store.
         publish_interval_s: least time between two published snapshots while busy.
-        publish: called with ``(snapshot, version)``; ``version`` = rows learned.
+        publish: called with ``(policy, version)`` (``version`` = rows learned) on the learner's thread;
+            ``policy`` is the learner's own: copy what must outlive the call.
         on_learn: optional callback ``(rows, seconds)`` after each step (metrics).
     """
 
     def __init__(
         self,
         policy: Policy,
-        factory: Callable[[], Policy],
         storage: Storage,
         *,
         batch: int,
@@ -129,7 +129,6 @@ class Learner:
         on_learn: Callable[[int, float], None] | None = None,
     ) -> None:
         self.policy = policy
-        self.factory = factory
         self.storage = storage
         self.batch = batch
         self.checkpoint_every = checkpoint_every
@@ -277,13 +276,11 @@ class Learner:
             self.pending = []
 
     def _publish(self) -> None:
-        """Publish a copy of the policy; a storage fault (the learner role publishes into the log) is
+        """Publish the policy; a storage fault (the learner role publishes into the log) is
         retried after another ``publish_interval_s``, whether or not more feedback comes."""
-        snapshot = self.factory()
-        snapshot.load_state_dict(self.policy.state_dict())
         self._published_at = time.monotonic()
         try:
-            self._publish_cb(snapshot, self.applied_seq)
+            self._publish_cb(self.policy, self.applied_seq)
         except StorageUnavailable as exc:
             log.warning("learner: publishing version %d failed (%s); retrying", self.applied_seq, exc)
             self._published_at += RECONNECT_MIN_S  # not in a tight loop when publish_interval_s = 0

@@ -56,14 +56,13 @@ from banditroute.service.components import build_arms, build_embedder, load_corp
 from banditroute.service.config import ClusterConfig, ServiceConfig
 from banditroute.service.learner import Learner
 from banditroute.service.metrics import RouterMetrics
+from banditroute.service.snapshots import decode_snapshot, snapshot_store
 from banditroute.service.storage import (
     DecisionRecord,
     LearnRow,
     ModelRecord,
     Storage,
     StorageUnavailable,
-    decode_state,
-    encode_state,
 )
 from banditroute.service.writer_lock import WriterLock
 
@@ -176,10 +175,11 @@ class Router:
     def _await_learner(self) -> None:
         """A worker starts on a log a learner has set up and published a snapshot into."""
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        self._snapshots = snapshot_store(self.storage.clone())
         while True:
             try:
                 ready = self.storage.has_schema() and self.storage.get_meta("settings") is not None
-                if ready and self.storage.latest_snapshot() is not None:
+                if ready and self._snapshots.latest() is not None:
                     return
             except (StorageUnavailable, sa.exc.SQLAlchemyError):  # no schema yet, or the database is starting
                 pass
@@ -192,11 +192,11 @@ class Router:
 
     def _start_learner(self) -> None:
         cfg = self.config
-        publish = self._publish if self.role == "single" else self._publish_shared
-        self._snapshots = self.storage.clone()  # the learner thread's connection for published snapshots
+        if self.role == "learner":  # the learner thread's own connection, or files beside a SQLite log
+            self._snapshots = snapshot_store(self.storage.clone())
+        publish = self._publish_copy if self.role == "single" else self._publish_shared
         self.learner = Learner(
             self.new_policy(),
-            self.new_policy,
             self.storage.clone(),
             batch=cfg.router.learn_batch,
             checkpoint_every=cfg.router.checkpoint_every,
@@ -227,12 +227,15 @@ class Router:
         learner.start()
 
     def _start_worker(self) -> None:
-        store = self.storage.clone()
-        found = store.latest_snapshot()
+        found = self._snapshots.latest()
         assert found is not None  # _await_learner
         self._load_snapshot(*found)
         current = lambda: -1 if self._snapshot is None else self._snapshot[1]  # noqa: E731
-        self._threads.append(SnapshotFollower(store, self._poll_s(), current, self._load_snapshot, self._merge_models))
+        follower = SnapshotFollower(
+            self.storage.clone(), self._poll_s(), current, self._snapshots.latest, self._load_snapshot,
+            self._merge_models,
+        )  # fmt: skip
+        self._threads.append(follower)
 
     def _poll_s(self) -> float:
         cluster = self.config.cluster
@@ -249,7 +252,7 @@ class Router:
             learner.storage.close()
         for store in ("_probe", "_snapshots"):
             if hasattr(self, store):
-                getattr(self, store).close()
+                getattr(self, store).close()  # after the threads that use them stopped
         if hasattr(self, "storage"):
             self.storage.dispose()
         if hasattr(self, "writer_lock"):
@@ -298,19 +301,26 @@ class Router:
         return self._snapshot
 
     def _publish(self, policy: Policy, version: int) -> None:
+        """Route with ``policy`` (a copy no one else changes) from now on: one reference swap."""
         self._snapshot = (policy, version)
         self.metrics.policy_version.set(version)
 
+    def _publish_copy(self, policy: Policy, version: int) -> None:
+        """``single``: route with a copy of the learner's policy (on the learner thread)."""
+        snapshot = self.new_policy()
+        snapshot.load_state_dict(policy.state_dict())
+        self._publish(snapshot, version)
+
     def _publish_shared(self, policy: Policy, version: int) -> None:
-        """The learner role publishes into the log for the workers (on the learner thread)."""
-        self._snapshots.publish_snapshot(version, encode_state(policy.state_dict()), time.time())
-        self._publish(policy, version)
+        """``learner``: publish the learner's state for the workers (:mod:`banditroute.service.snapshots`)."""
+        self._snapshots.publish(version, policy.state_dict(), time.time())
+        self.metrics.policy_version.set(version)
 
     def _load_snapshot(self, version: int, blob: bytes) -> None:
         """A worker swaps in a snapshot the learner published (one that does not load is skipped)."""
         try:
             policy = self.new_policy()
-            policy.load_state_dict(decode_state(blob))
+            policy.load_state_dict(decode_snapshot(blob))
         except (InputError, KeyError, ValueError, TypeError) as exc:
             log.warning(
                 "snapshot %d does not load into this worker's policy (%s); keeping version %s",

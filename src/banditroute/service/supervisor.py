@@ -42,17 +42,24 @@ log = logging.getLogger("banditroute.service")
 RESTART_BACKOFF_S = 1.0  # a child that dies within this long of its start waits this long before the next
 
 
-def run_learner(config: ServiceConfig) -> None:
+def _log_to_stderr(level: str) -> None:
+    """Log lines like uvicorn's (``LEVEL: message``) in the processes that run no uvicorn."""
+    logging.basicConfig(level=level.upper(), format="%(levelname)s:     %(message)s", stream=sys.stderr)
+
+
+def run_learner(config: ServiceConfig, log_level: str = "info") -> None:
     """The learner role in this process until ``SIGINT``/``SIGTERM``, then its final checkpoint."""
+    _log_to_stderr(log_level)
     router = Router(config, role="learner")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         router.start()
-        log.info("learner: running on the log (policy version %s)", router.published and router.published[1])
+        assert router.learner is not None
+        log.info("learner (pid %d): running, %d feedback rows learned", os.getpid(), router.learner.applied_seq)
         while not stop.wait(1.0):
-            if router.learner is not None and router.learner.failed:
+            if router.learner.failed:
                 raise SystemExit(1)
     finally:
         router.stop()
@@ -157,6 +164,7 @@ class Supervisor:
             store.dispose()
 
     def run(self) -> None:
+        _log_to_stderr(self.log_level)
         host, port = self.config.server.host, self.config.server.port
         try:
             self.sock = socket.create_server((host, port), backlog=2048)
