@@ -337,21 +337,26 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
 
 def staleness_ms(db: Path) -> tuple[float, float, int]:
     """Snapshot staleness from the log: for each feedback row (``seq``, acknowledged at ``received_at``), the
-    time until the first decision served by a snapshot that has learned it (``policy_version >= seq``) —
-    an upper bound (it includes the wait for the next route). Returns p50, p99 (ms) and the rows measured;
-    feedback no later decision was served with is not counted."""
+    time until *every* process that decides (each worker of a cluster: ``decisions.worker``) has served a
+    decision with a snapshot that has learned it (``policy_version >= seq``) — an upper bound (it includes
+    the wait for each process's next route). Returns p50, p99 (ms) and the rows measured; feedback some
+    process served no later decision with is not counted."""
     with sqlite3.connect(db) as conn:
         fb = np.array(conn.execute("select seq, received_at from feedback order by seq").fetchall(), dtype=float)
-        dec = np.array(
-            conn.execute("select created_at, policy_version from decisions order by event_id").fetchall(), dtype=float
-        )
+        rows = conn.execute("select created_at, policy_version, coalesce(worker, -1) from decisions order by event_id")
+        dec = np.array(rows.fetchall(), dtype=float)
     if fb.size == 0 or dec.size == 0:
         return float("nan"), float("nan"), 0
-    version = np.maximum.accumulate(dec[:, 1])  # snapshots only advance; the running max keeps it sorted
-    first = np.searchsorted(version, fb[:, 0], side="left")
-    served = first < len(dec)
-    lag = 1e3 * (dec[first[served], 0] - fb[served, 1])
-    return float(np.percentile(lag, 50)), float(np.percentile(lag, 99)), int(served.sum())
+    lag = np.full(len(fb), -np.inf)
+    for worker in np.unique(dec[:, 2]):
+        mine = dec[dec[:, 2] == worker]
+        version = np.maximum.accumulate(mine[:, 1])  # snapshots only advance; the running max keeps it sorted
+        first = np.searchsorted(version, fb[:, 0], side="left")
+        served = first < len(mine)
+        lag[~served] = np.nan
+        lag[served] = np.maximum(lag[served], 1e3 * (mine[first[served], 0] - fb[served, 1]))
+    lag = lag[np.isfinite(lag)]
+    return float(np.percentile(lag, 50)), float(np.percentile(lag, 99)), int(lag.size)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -145,6 +145,8 @@ def test_learner_state_is_a_clean_replay_of_what_two_workers_logged(tmp_path: Pa
         for k, v in fresh.state_dict()["state"].items():
             np.testing.assert_array_equal(state["state"][k], v)
         assert store.counts() == (300, 300)
+        deciders = {store.get_decision(e)[0].worker for e in range(1, 301)}  # type: ignore[index]
+        assert deciders == {0, 1}  # each decision names the worker that took it
     finally:
         store.dispose()
 

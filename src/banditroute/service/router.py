@@ -109,6 +109,7 @@ class Router:
         self.role = role
         self.worker_index = worker_index
         self.learner: Learner | None = None
+        self._worker = worker_index if role == "worker" else None  # logged with each decision
         self._threads: list[Any] = []  # the cluster pollers this role runs (service/cluster.py)
         self._accepted_seq = 0  # the highest seq this process accepted (single: the learn-lag gauge)
         self._recent: dict[int, DecisionRecord] = {}  # event id -> decision logged by this process, awaiting feedback
@@ -463,6 +464,7 @@ class Router:
             allowed=allowed,
             context=x,
             info=dict(decision.info),
+            worker=self._worker,
         )
         rec = replace(rec, event_id=self.storage.insert_decision(rec))
         self._remember(rec)
@@ -501,7 +503,9 @@ class Router:
                 out.append(InputError(INVALID_DECISION))
                 continue
             d = decisions[i]
-            rec = DecisionRecord(0, request_ids[i], now, kind, version, d.action, d.probs, masks[i], X[i])
+            rec = DecisionRecord(
+                0, request_ids[i], now, kind, version, d.action, d.probs, masks[i], X[i], worker=self._worker
+            )
             rec.info.update(d.info)
             recs.append(rec)
             out.append(rec)

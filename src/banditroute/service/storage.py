@@ -10,7 +10,8 @@ Tables (SQLAlchemy Core, the same schema on both databases):
   (``route`` / ``search``), policy version, chosen slot, the *full* probability vector over the
   policy's slots, the allowed-slot mask, the context (float64 bytes) and the decision's ``info``
   (:func:`encode_info`; NULL for policies that carry none), which the learner hands back to the
-  policy so that a policy needing it (``two-stage``) learns live and in replay alike.
+  policy so that a policy needing it (``two-stage``) learns live and in replay alike, and the number of
+  the router worker that decided (NULL for a single process).
 * ``feedback``: one row per event at most (a unique event id makes a repeat a no-op); ``seq``
   numbers accepted feedback 1, 2, 3, ... without gaps — the order the policy learns in.
 * ``checkpoints``: policy state (``.npz`` bytes) after learning rows ``1..seq``, with a checksum
@@ -97,6 +98,7 @@ decisions = sa.Table(
     sa.Column("allowed", sa.LargeBinary, nullable=False),
     sa.Column("context", sa.LargeBinary, nullable=False),
     sa.Column("info", sa.LargeBinary, nullable=True),  # encode_info(decision info); NULL when empty, and in old logs
+    sa.Column("worker", sa.Integer, nullable=True),  # the router worker that decided; NULL for a single process
 )
 feedback = sa.Table(
     "feedback",
@@ -170,6 +172,7 @@ class DecisionRecord:
     allowed: np.ndarray
     context: FloatArray
     info: dict[str, np.ndarray] = field(default_factory=dict)
+    worker: int | None = None  # the worker process that decided (``serve --workers N``)
 
 
 @dataclass(frozen=True)
@@ -397,10 +400,11 @@ class Storage:
     @_guarded
     def create_schema(self) -> None:
         """The tables, and the nullable columns a log written by an older version lacks: ``checksum``
-        of ``checkpoints`` (its old checkpoints stay unverifiable: skipped, the log replayed) and
-        ``info`` of ``decisions`` (its old decisions carry none, as before)."""
+        of ``checkpoints`` (its old checkpoints stay unverifiable: skipped, the log replayed), and
+        ``info`` and ``worker`` of ``decisions`` (its old decisions carry none, as before)."""
         metadata.create_all(self.conn)
-        for table, column in ((checkpoints, checkpoints.c.checksum), (decisions, decisions.c.info)):
+        added = ((checkpoints, checkpoints.c.checksum), (decisions, decisions.c.info), (decisions, decisions.c.worker))
+        for table, column in added:
             if column.name not in {c["name"] for c in sa.inspect(self.conn).get_columns(table.name)}:
                 kind = column.type.compile(dialect=self.engine.dialect)
                 self.conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
@@ -467,6 +471,7 @@ class Storage:
                 "allowed": np.ascontiguousarray(rec.allowed, dtype=np.uint8).tobytes(),
                 "context": np.ascontiguousarray(rec.context, dtype=np.float64).tobytes(),
                 "info": encode_info(rec.info),
+                "worker": rec.worker,
             }
             for rec in recs
         ]
@@ -508,6 +513,7 @@ class Storage:
             _mask(row.allowed),
             _floats(row.context),
             decode_info(row.info),
+            row.worker,
         )
         fb = None if row.seq is None else FeedbackRecord(row.seq, row.event_id, row.reward, row.cost, row.received_at)
         return rec, fb
