@@ -77,7 +77,10 @@ def serve(
 
             Supervisor(config, cfg, n_workers, log_level).run()
         else:
-            _serve_single(cfg, log_level)
+            from banditroute.service.router import Router
+            from banditroute.service.supervisor import serve_http
+
+            serve_http(Router(cfg), _app_factory(cfg), log_level=log_level)
 
 
 def _app_factory(cfg: Any) -> Any:
@@ -91,34 +94,6 @@ def _app_factory(cfg: Any) -> Any:
 
         extend = extension(gateway_config(cfg))
     return lambda router: create_app(cfg, router, extend)
-
-
-def _serve_single(cfg: Any, log_level: str) -> None:
-    import uvicorn
-
-    from banditroute.service.router import Router
-
-    app_for = _app_factory(cfg)
-    # Started here, not in the app's lifespan, so that a start-up refusal (another router holds
-    # the log, a read-only database...) is one plain error line, not a uvicorn traceback.
-    router = Router(cfg)
-    try:
-        router.start()
-    except BaseException:
-        router.stop()
-        raise
-    try:
-        uvicorn.run(
-            app_for(router),
-            host=cfg.server.host,
-            port=cfg.server.port,
-            log_level=log_level,
-            access_log=cfg.server.access_log,
-            timeout_graceful_shutdown=10,
-        )
-    finally:  # uvicorn's shutdown stopped it, unless uvicorn itself failed (port in use...)
-        if router.running:
-            router.stop()
 
 
 @app.command("keygen")

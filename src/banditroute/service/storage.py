@@ -647,12 +647,8 @@ class Storage:
     def publish_snapshot(self, version: int, state: bytes, now: float) -> None:
         """Store the policy state after ``version`` rows for the workers (replacing one of the same
         version: a restarted learner republishes) and keep only the newest :data:`SNAPSHOTS_KEPT`."""
-        row = {"version": version, "created_at": now, "state": state}
-        insert = self._insert(snapshots).values(**row)
-        self.conn.execute(insert.on_conflict_do_update(index_elements=["version"], set_=row))
-        newest = sa.select(snapshots.c.version).order_by(snapshots.c.version.desc()).limit(SNAPSHOTS_KEPT)
-        self.conn.execute(snapshots.delete().where(snapshots.c.version.not_in(newest)))
-        self.conn.commit()
+        self._replace_keeping_newest(snapshots.c.version, {"version": version, "created_at": now, "state": state},
+                                     SNAPSHOTS_KEPT)  # fmt: skip
 
     @_guarded
     def latest_snapshot(self, newer_than: int = -1) -> tuple[int, bytes] | None:
@@ -672,10 +668,16 @@ class Storage:
         """Store the state after rows ``1..seq`` with its checksum (replacing one at the same ``seq``,
         which may be a damaged one) and drop all but the newest ``keep`` checkpoints."""
         row = {"seq": seq, "created_at": now, "state": state, "checksum": checkpoint_checksum(seq, state)}
-        insert = self._insert(checkpoints).values(**row)
-        self.conn.execute(insert.on_conflict_do_update(index_elements=["seq"], set_=row))
-        newest = sa.select(checkpoints.c.seq).order_by(checkpoints.c.seq.desc()).limit(keep)
-        self.conn.execute(checkpoints.delete().where(checkpoints.c.seq.not_in(newest)))
+        self._replace_keeping_newest(checkpoints.c.seq, row, keep)
+
+    def _replace_keeping_newest(self, key: sa.Column[Any], row: dict[str, Any], keep: int) -> None:
+        """Insert ``row`` (replacing the row with the same ``key``) and delete all but the ``keep`` rows
+        with the largest ``key``, in one commit."""
+        table = key.table
+        insert = self._insert(table).values(**row)
+        self.conn.execute(insert.on_conflict_do_update(index_elements=[key.name], set_=row))
+        newest = sa.select(key).order_by(key.desc()).limit(keep)
+        self.conn.execute(table.delete().where(key.not_in(newest)))
         self.conn.commit()
 
     @_guarded

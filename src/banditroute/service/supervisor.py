@@ -69,31 +69,37 @@ def run_worker(
     config: ServiceConfig, app_factory: Callable[[Router], Any], *, index: int, fd: int | None, log_level: str
 ) -> None:
     """One worker: its router and a uvicorn server on the inherited socket ``fd`` (else its own bind)."""
+    serve_http(Router(config, role="worker", worker_index=index), app_factory, log_level=log_level, fd=fd)
+
+
+def serve_http(router: Router, app_factory: Callable[[Router], Any], *, log_level: str, fd: int | None = None) -> None:
+    """Start ``router`` (a start-up refusal is one plain error line, not a uvicorn traceback), then serve
+    its app with uvicorn on the inherited socket ``fd`` or on ``[server]`` host and port until stopped."""
     import uvicorn
 
-    router = Router(config, role="worker", worker_index=index)
+    config = router.config
     try:
         router.start()
     except BaseException:
         router.stop()
         raise
-    server_config = uvicorn.Config(
-        app_factory(router),
-        host=config.server.host,
-        port=config.server.port,
-        log_level=log_level,
-        access_log=config.server.access_log,
-        timeout_graceful_shutdown=10,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_factory(router),
+            host=config.server.host,
+            port=config.server.port,
+            log_level=log_level,
+            access_log=config.server.access_log,
+            timeout_graceful_shutdown=10,
+        )
     )
-    server = uvicorn.Server(server_config)
     try:
-        if fd is None:
-            server.run()
-        else:
-            server.run(sockets=[socket.socket(fileno=fd)])
-    finally:
+        server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    finally:  # uvicorn's shutdown stopped it, unless uvicorn itself failed (port in use...)
         if router.running:
             router.stop()
+    if not server.started:
+        raise InputError("the HTTP server did not start (uvicorn's error is above)")
 
 
 def _die_with_parent() -> None:
