@@ -144,3 +144,39 @@ def test_learner_and_two_workers_on_postgres_under_load_with_a_worker_killed(
     assert learner.returncode == 0
     check_after_crash(url, {"acked": acked, "events": set(events), "models": ["a", "b", "c"], "dim": 8, "batch": 4,
                             "policy": policy})  # fmt: skip
+
+
+def test_workers_on_postgres_are_told_of_a_new_snapshot_at_once(postgres: Postgres, tmp_path: Path) -> None:
+    """LISTEN/NOTIFY: with a 5 s poll interval a worker still serves the learner's new snapshot within a
+    second of the feedback (the notification wakes its follower)."""
+    from banditroute.service.auth import hash_key
+    from banditroute.service.config import parse_config
+    from banditroute.service.router import Router
+
+    cfg = parse_config(
+        {
+            "router": {"models": ["a", "b"], "dim": 4, "publish_interval_s": 0.0},
+            "storage": {"url": postgres.new_database("notify")},
+            "auth": {"admin_key_hashes": [hash_key("admin")]},
+            "cluster": {"poll_interval_s": 5.0},
+        }
+    )
+    learner = Router(cfg, role="learner")
+    learner.start()
+    worker = Router(cfg, role="worker")
+    worker.start()
+    try:
+        time.sleep(0.5)  # the follower is listening
+        waits = []
+        for i in range(3):
+            out = worker.route(context=[1.0, 0.0, 0.0, float(i)])
+            start = time.monotonic()
+            worker.feedback(out["event_id"], 1.0)
+            while worker.published is None or worker.published[1] < i + 1:
+                assert time.monotonic() - start < 4.0, "the worker waited for its poll, not the notification"
+                time.sleep(0.005)
+            waits.append(time.monotonic() - start)
+        assert max(waits) < 1.5, waits  # the learner is woken by the feedback, the worker by the snapshot
+    finally:
+        worker.stop()
+        learner.stop()

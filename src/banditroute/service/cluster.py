@@ -21,12 +21,14 @@ log, join, train, broadcast — on the router's own log (docs/architecture.md):
   the log like any other (off when it is ``None``, the default). Duplicates: the first feedback of an
   event wins, whoever wrote it; later ones are acknowledged, not learned.
 
-Polling is the transport (``[cluster] poll_interval_s``, 50 ms): a poll is a directory listing or
-one indexed ``MAX`` read, and it needs no connection kept open per worker.
+Workers poll (``[cluster] poll_interval_s``, 50 ms: a directory listing or one indexed ``MAX``
+read) and the learner polls the log for feedback likewise; on PostgreSQL a ``NOTIFY`` at each
+published snapshot and each accepted feedback row wakes them at once (:class:`Wakeup`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,14 +36,55 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from banditroute.service.storage import LearnRow, ModelRecord, Storage, StorageUnavailable
+from banditroute.service.snapshots import SnapshotStore
+from banditroute.service.storage import (
+    FEEDBACK_CHANNEL,
+    SNAPSHOT_CHANNEL,
+    LearnRow,
+    ModelRecord,
+    Storage,
+    StorageUnavailable,
+    describe,
+)
 
 log = logging.getLogger("banditroute.service")
 
 HEARTBEAT_S = 1.0  # the learner writes its heartbeat this often
 LEARNER_STALE_S = 5.0  # a worker's /healthz reports the learner down after this long without one
 JOIN_CHUNK = 1000
+
+
+class Wakeup:
+    """Waits for a ``NOTIFY`` on ``channel`` (PostgreSQL) or a timeout, whichever comes first; elsewhere
+    (SQLite) it only sleeps. A listening connection that fails is dropped with one warning and opened
+    again a second later; meanwhile the poller only polls."""
+
+    def __init__(self, storage: Storage, channel: str) -> None:
+        self.storage, self.channel = storage, channel
+        self._listener: Any = None  # a DBAPI connection that LISTENs, opened on first wait
+        self._listen_after = 0.0
+
+    def wait(self, timeout_s: float) -> None:
+        if self._listener is None and time.monotonic() >= self._listen_after:
+            self._listener = self.storage.listen(self.channel)
+            self._listen_after = time.monotonic() + 1.0
+        if self._listener is None:
+            time.sleep(timeout_s)
+            return
+        try:
+            for _ in self._listener.driver_connection.notifies(timeout=timeout_s, stop_after=1):
+                pass
+        except Exception as exc:  # the database restarted or the connection broke: poll until it is back
+            log.warning("listening on %s failed (%s); polling", self.channel, describe(exc))
+            self.close()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                listener.invalidate()  # never back into the pool, LISTEN and all
 
 
 class _Poller:
@@ -68,6 +111,9 @@ class _Poller:
             self._thread.join(10)
             self._thread = None
         self.final()
+        wakeup = getattr(self, "wakeup", None)
+        if wakeup is not None:
+            wakeup.close()
         self.storage.close()
 
     def final(self) -> None:
@@ -76,8 +122,12 @@ class _Poller:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def _pause(self) -> bool:
+        """Wait for the next tick; ``True`` once stopped."""
+        return self._stop.wait(self.interval_s)
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._pause():
             try:
                 self.step()
             except StorageUnavailable as exc:
@@ -95,9 +145,9 @@ class _Poller:
 
 
 class SnapshotFollower(_Poller):
-    """A worker's view of the learner: loads each newer snapshot (``latest(current())`` gives it,
+    """A worker's view of the learner: loads each newer snapshot (``snapshots.latest(current())``,
     :mod:`banditroute.service.snapshots`) with ``load(version, blob)`` and hands the log's model table
-    to ``on_models`` at every tick."""
+    to ``on_models`` at every tick; a tick comes early when the store is told of a new snapshot."""
 
     name = "banditroute-snapshots"
 
@@ -106,15 +156,21 @@ class SnapshotFollower(_Poller):
         storage: Storage,
         interval_s: float,
         current: Callable[[], int],
-        latest: Callable[[int], tuple[int, bytes] | None],
+        snapshots: SnapshotStore,
         load: Callable[[int, bytes], None],
         on_models: Callable[[list[ModelRecord]], None],
     ) -> None:
         super().__init__(storage, interval_s)
-        self._current, self._latest, self._load, self._on_models = current, latest, load, on_models
+        self._current, self.snapshots, self._load, self._on_models = current, snapshots, load, on_models
+        self.wakeup = Wakeup(storage, SNAPSHOT_CHANNEL)
+
+    def _pause(self) -> bool:
+        """Until the next tick, or until told of a new snapshot (PostgreSQL ``NOTIFY``)."""
+        self.wakeup.wait(self.interval_s)
+        return self._stop.is_set()
 
     def step(self) -> None:
-        found = self._latest(self._current())
+        found = self.snapshots.latest(self._current())
         if found is not None:
             self._load(*found)
         self._on_models(self.storage.models())
@@ -131,9 +187,15 @@ class LogFeed(_Poller):
     ):
         super().__init__(storage, interval_s)
         self._after, self._submit = after, submit
+        self.wakeup = Wakeup(storage, FEEDBACK_CHANNEL)
         self.fed_seq = 0
         self.log_seq = 0  # the highest seq seen in the log (the learn-lag gauge)
         self._beat_at = 0.0
+
+    def _pause(self) -> bool:
+        """Until the next tick, or until told of new feedback (PostgreSQL ``NOTIFY``)."""
+        self.wakeup.wait(self.interval_s)
+        return self._stop.is_set()
 
     def final(self) -> None:
         """Feed what the log holds now once more: the learner's final checkpoint (it stops after

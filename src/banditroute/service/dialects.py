@@ -27,6 +27,7 @@ from banditroute.core.validation import InputError
 # distinct from the writer lock's (writer_lock.ADVISORY_KEY).
 ID_LOCK_KEYS = {"decisions": 0x2F1C5E0B9A3D7462, "feedback": 0x2F1C5E0B9A3D7463}
 _XACT_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
 class Dialect(Protocol):
@@ -35,6 +36,7 @@ class Dialect(Protocol):
     name: ClassVar[str]
     writer_lock: ClassVar[Literal["flock", "advisory"]]  # a file lock next to the database / a database lock
     pre_ping: ClassVar[bool]  # test pooled connections before use (a server may have dropped them)
+    notifications: ClassVar[bool]  # LISTEN / NOTIFY between connections
 
     def connect_args(self, timeout_s: float) -> dict[str, Any]:
         """DBAPI connect arguments bounding every statement by ``timeout_s``."""
@@ -48,6 +50,9 @@ class Dialect(Protocol):
     def serialize(self, conn: sa.Connection, table: str) -> None:
         """Begin a transaction that takes the next id of ``table`` (``MAX + 1``) so that concurrent
         writers, other processes included, take it one at a time, in commit order."""
+
+    def notify(self, conn: sa.Connection, channel: str, payload: str) -> None:
+        """Tell the connections listening on ``channel`` when this transaction commits (if supported)."""
 
 
 def sqlite_path(engine: Engine) -> Path | None:
@@ -65,6 +70,7 @@ class SQLite:
     name: ClassVar[str] = "sqlite"
     writer_lock: ClassVar[Literal["flock", "advisory"]] = "flock"
     pre_ping: ClassVar[bool] = False
+    notifications: ClassVar[bool] = False
 
     def connect_args(self, timeout_s: float) -> dict[str, Any]:
         return {}
@@ -95,6 +101,9 @@ class SQLite:
         """Nothing to do: the inserting statement is the transaction's first, and SQLite takes its
         read snapshot together with the write lock for it (waiting up to ``busy_timeout``)."""
 
+    def notify(self, conn: sa.Connection, channel: str, payload: str) -> None:
+        return None
+
 
 class PostgreSQL:
     """Connect, statement and lock timeouts; connections pinged before use; advisory writer lock."""
@@ -102,6 +111,7 @@ class PostgreSQL:
     name: ClassVar[str] = "postgresql"
     writer_lock: ClassVar[Literal["flock", "advisory"]] = "advisory"
     pre_ping: ClassVar[bool] = True
+    notifications: ClassVar[bool] = True
 
     def connect_args(self, timeout_s: float) -> dict[str, Any]:
         ms = _ms(timeout_s)
@@ -119,6 +129,9 @@ class PostgreSQL:
     def serialize(self, conn: sa.Connection, table: str) -> None:
         """A transaction-scoped advisory lock per table (released by the commit), bounded by ``lock_timeout``."""
         conn.execute(_XACT_LOCK, {"key": ID_LOCK_KEYS[table]})
+
+    def notify(self, conn: sa.Connection, channel: str, payload: str) -> None:
+        conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
 
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (SQLite(), PostgreSQL())}

@@ -233,8 +233,7 @@ class Router:
         self._load_snapshot(*found)
         current = lambda: -1 if self._snapshot is None else self._snapshot[1]  # noqa: E731
         follower = SnapshotFollower(
-            self.storage.clone(), self._poll_s(), current, self._snapshots.latest, self._load_snapshot,
-            self._merge_models,
+            self.storage.clone(), self._poll_s(), current, self._snapshots, self._load_snapshot, self._merge_models,
         )  # fmt: skip
         self._threads.append(follower)
 
@@ -246,7 +245,7 @@ class Router:
         """Stop the threads and the learner (it learns what was accepted and checkpoints), close the log."""
         self.running = False
         for thread in self._threads:
-            thread.stop()
+            thread.stop()  # before the snapshot store they use is closed, below
         learner = self.learner
         if learner is not None:
             learner.stop()

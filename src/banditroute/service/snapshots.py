@@ -1,4 +1,4 @@
-"""Where the learner publishes policy snapshots for router workers, and their wire format.
+r"""Where the learner publishes policy snapshots for router workers, and their wire format.
 
 A snapshot is the learner's whole policy state after ``version`` feedback rows (LinUCB at d = 384,
 M = 4: 4.7 MB), published every ``router.publish_interval_s`` while feedback flows and read by every
@@ -9,7 +9,9 @@ worker, so its cost is paid several times a second (docs/benchmarks.md, issue 16
   renamed into place (a reader never sees half a file). Publishing costs a few milliseconds; storing
   the same bytes in the SQLite log cost 32 ms and grew its WAL.
 * :class:`LogSnapshots` — with PostgreSQL, workers may run on other hosts: the log's ``snapshots``
-  table (:meth:`~banditroute.service.storage.Storage.publish_snapshot`).
+  table (:meth:`~banditroute.service.storage.Storage.publish_snapshot`), whose commit also sends
+  ``NOTIFY banditroute_snapshot``, so a worker loads it as soon as it is told
+  (:class:`~banditroute.service.cluster.Wakeup`), polling only as a fallback.
 
 Both keep the newest :data:`~banditroute.service.storage.SNAPSHOTS_KEPT`. The format
 (:func:`encode_snapshot`) is a JSON header and the arrays' raw bytes: decoding is a zero-copy view

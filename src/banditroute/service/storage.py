@@ -214,6 +214,8 @@ def _mask(blob: bytes) -> np.ndarray:
 
 
 SNAPSHOTS_KEPT = 3  # published snapshots kept: a worker loading one is never racing its deletion
+SNAPSHOT_CHANNEL = "banditroute_snapshot"  # PostgreSQL NOTIFY channels: a snapshot published,
+FEEDBACK_CHANNEL = "banditroute_feedback"  # feedback accepted (they wake workers and the learner)
 
 
 class StorageUnavailable(Exception):
@@ -533,6 +535,8 @@ class Storage:
         params = {"event_id": event_id, "reward": reward, "cost": cost, "received_at": now}
         self.dialect.serialize(self.conn, "feedback")
         seq = self.conn.execute(self._insert_feedback, params).scalar()
+        if seq is not None:
+            self.dialect.notify(self.conn, FEEDBACK_CHANNEL, "")  # delivered at the commit
         self.conn.commit()
         return None if seq is None else int(seq)
 
@@ -647,8 +651,30 @@ class Storage:
     def publish_snapshot(self, version: int, state: bytes, now: float) -> None:
         """Store the policy state after ``version`` rows for the workers (replacing one of the same
         version: a restarted learner republishes) and keep only the newest :data:`SNAPSHOTS_KEPT`."""
+        self.dialect.notify(self.conn, SNAPSHOT_CHANNEL, str(version))  # delivered at the commit
         self._replace_keeping_newest(snapshots.c.version, {"version": version, "created_at": now, "state": state},
                                      SNAPSHOTS_KEPT)  # fmt: skip
+
+    def listen(self, channel: str) -> Any:
+        r"""A pooled DBAPI connection of its own that ``LISTEN``\ s on ``channel`` (PostgreSQL; its
+        ``driver_connection.notifies()`` yields the notifications), or ``None`` where the database has
+        no notifications or cannot be reached now."""
+        if not self.dialect.notifications:
+            return None
+        try:
+            raw = self.engine.raw_connection()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("storage: cannot open a listening connection: %s", describe(exc))
+            return None
+        try:
+            driver: Any = raw.driver_connection
+            driver.autocommit = True
+            driver.execute(f"LISTEN {channel}")
+        except Exception as exc:
+            log.warning("storage: LISTEN failed: %s", describe(exc))
+            raw.invalidate()
+            return None
+        return raw
 
     @_guarded
     def latest_snapshot(self, newer_than: int = -1) -> tuple[int, bytes] | None:
