@@ -274,7 +274,7 @@ def test_one_worker_cluster_decides_as_the_single_process_service(tmp_path: Path
                         lambda x, c=c: c.post("/v1/route", json={"context": x}).json(),
                         lambda e, r, c=c: c.post("/v1/feedback", json={"event_id": e, "reward": r}).json(),
                         lambda s=server: _health(s.url)["policy_version"],
-                        30,
+                        20,
                         2,
                     )
                 )
