@@ -47,7 +47,7 @@ bench-serve: $(VENV)/.stamp-test+serve
 
 # The LLM gateway's added latency over calling an upstream directly, side by side (docs/benchmarks.md).
 bench-gateway: $(VENV)/.stamp-test+serve
-	$(BIN)/python -m benchmarks.bench_gateway
+	$(BIN)/python -m benchmarks.bench_gateway --workers 0 2
 
 # Embedding routing on real data (issue 4): reward tables for SQuAD, SciFact, Cranfield and the mixed-domain
 # stream, each from five arms (BM25 and four real embedding models; embeddings cached under ~/.cache/banditroute,

@@ -19,7 +19,9 @@ Concurrent requests cannot overspend together: admission *holds* the largest adm
 request is settled with its actual cost (:meth:`Budgets.settle`), and what is held counts as spent for
 every other admission meanwhile. The state lives in memory; at start the gateway books again the costs
 of the current month's answered attempts from its log (``gateway_attempts``), so a restart neither
-forgets spending nor resets a period (the pacer's price restarts from that replay).
+forgets spending nor resets a period (the pacer's price restarts from that replay). Holds are per
+process: router workers (``serve --workers N``) also book each other's costs as their attempt rows
+reach the log (:mod:`~banditroute.gateway.shared`, which states the bound on what they can overspend).
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ class Budgets:
         self._holds: dict[str, int] = {}  # per owner: how many (none left: nothing held, no rounding residue)
         self._lock = threading.Lock()
 
-    def _pacers(self, owner: str, budget: Budget, now: float) -> list[DualPacer]:
-        out = []
+    def _pacers(self, owner: str, budget: Budget, now: float) -> dict[str, DualPacer]:
+        """The pacer of each limited period (``day``, ``month``) that contains ``now``."""
+        out = {}
         for kind, (stamp, days) in _periods(now).items():
             limit = getattr(budget, kind)
             if limit is None:
@@ -75,7 +78,7 @@ class Budgets:
                 horizon = budget.expected_requests * days
                 cur = _Period(stamp, DualPacer(limit, horizon, 0.0, eta=PACE_ETA, scale=limit / horizon))
                 self._state[(owner, kind)] = cur
-            out.append(cur.pacer)
+            out[kind] = cur.pacer
         return out
 
     def admit(
@@ -91,7 +94,7 @@ class Budgets:
             ok = np.isfinite(bounds)
             paced = ok.copy()
             finite = np.where(ok, bounds, 0.0)
-            for p in pacers:
+            for p in pacers.values():
                 ok &= finite <= p.remaining - held
                 paced &= p.mu * finite / p.scale <= 1.0
             if not ok.any():
@@ -114,10 +117,17 @@ class Budgets:
         if cost is not None:
             self.charge(owner, budget, cost, now)
 
-    def charge(self, owner: str, budget: Budget, cost: float, now: float | None = None) -> None:
+    def charge(
+        self, owner: str, budget: Budget, cost: float, now: float | None = None, at: float | None = None
+    ) -> None:
+        """Book ``cost`` into the owner's periods of ``now``; a cost incurred ``at`` another time (a row of
+        the log) counts only in those of them that contain ``at`` too: yesterday's is not today's."""
         now = time.time() if now is None else now
+        current, when = _periods(now), _periods(now if at is None else at)
         with self._lock:
-            for p in self._pacers(owner, budget, now):
+            for kind, p in self._pacers(owner, budget, now).items():
+                if when[kind][0] != current[kind][0]:
+                    continue
                 if p.t < p.horizon:
                     p.charge(cost)
                 else:  # more requests than expected: keep counting spend (the price stays)
@@ -131,5 +141,4 @@ class Budgets:
     def spent(self, owner: str, budget: Budget, now: float | None = None) -> dict[str, float]:
         now = time.time() if now is None else now
         with self._lock:
-            kinds = [k for k in ("day", "month") if getattr(budget, k) is not None]
-            return {k: p.spent for k, p in zip(kinds, self._pacers(owner, budget, now), strict=True)}
+            return {k: p.spent for k, p in self._pacers(owner, budget, now).items()}

@@ -16,6 +16,12 @@ upstream is called, so a crash mid-call or mid-stream leaves it in the log (docs
 A request's budget holds are given back, and its cost booked, however it ends: answered, failed,
 or a stream whose client went away (even before its first byte: :meth:`Stream.aclose`). Once an
 answer was sent, the optional reward hook (:mod:`~banditroute.gateway.reward_hook`) scores it.
+
+In a router worker (``serve --workers N``) the gateway also follows the other workers through the log
+every ``[cluster] poll_interval_s``: it books the costs they committed
+(:mod:`~banditroute.gateway.shared`) and connects the upstreams they added (their configs are in the
+log's meta key :data:`ADDED_UPSTREAMS`) and drops those they retired. Budget holds, circuit breakers
+and upstream connection limits stay per process (docs/gateway.md, "Several workers").
 """
 
 from __future__ import annotations
@@ -45,12 +51,14 @@ from banditroute.gateway.config import ROUTER_MODEL, Budget, GatewayConfig, Prof
 from banditroute.gateway.features import RequestFeaturizer, load_featurizer, message_text, prompt_hash, prompt_tokens
 from banditroute.gateway.metrics import GatewayMetrics
 from banditroute.gateway.reward_hook import Completion, RewardHook
+from banditroute.gateway.shared import SpendReader
 from banditroute.gateway.upstream import Upstream, UpstreamFailed, UpstreamRejected
 from banditroute.llm.datasets import estimate_tokens
 from banditroute.service.app import Serial
 from banditroute.service.components import build_embedder
+from banditroute.service.config import ClusterConfig
 from banditroute.service.router import Conflict, NotFound, Router
-from banditroute.service.storage import DecisionRecord, StorageUnavailable
+from banditroute.service.storage import DecisionRecord, Storage, StorageUnavailable
 
 log = logging.getLogger("banditroute.gateway")
 ADDED_UPSTREAMS = "gateway.added_upstreams"  # meta key: upstreams added at run time (JSON list of configs)
@@ -118,6 +126,10 @@ class Gateway:
         self._rows: list[dict[str, Any]] = []  # attempt rows not yet written
         self._flusher: asyncio.Task[None] | None = None
         self._embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-embed")
+        self.shared: SpendReader | None = None  # a router worker's view of the other workers' spending
+        self._follower: asyncio.Task[None] | None = None  # a router worker follows the others (module docstring)
+        self._log_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banditroute-gateway-log")
+        self._log_store: Storage | None = None  # the follower's connection, used on _log_thread
         self.hook = None
         if config.reward_hook is not None:
             self.hook = RewardHook(config.reward_hook, self.feedback, self.metrics.reward_hook)
@@ -135,25 +147,81 @@ class Gateway:
         self.features = RequestFeaturizer(embedder, featurizer, self.config.embed_cache)
         if self.features.dim != self.router.dim:
             raise InputError(f"router.dim = {self.router.dim} but the gateway's features have {self.features.dim}")
-        added = await self.serial(self.router.storage.get_meta, ADDED_UPSTREAMS)
-        for raw in json.loads(added or "[]"):
-            self.configs.setdefault(raw["name"], UpstreamConfig.model_validate(raw))
+        self._add_configs(await self.serial(self.router.storage.get_meta, ADDED_UPSTREAMS))
         for m in self.router.models:
             if m.active and m.name in self.configs:
                 self._connect(self.configs[m.name])
+        if self.router.role == "worker":  # it follows the other workers through the log (module docstring)
+            self._log_store = self.router.storage.clone()
         await self._restore_spending()
         self._flusher = asyncio.ensure_future(self._flush_loop())
+        if self._log_store is not None:
+            self._follower = asyncio.ensure_future(self._follow_loop(self._log_store))
+
+    def _add_configs(self, stored: str | None) -> None:
+        """The configs of upstreams added at run time, as stored in the log (:data:`ADDED_UPSTREAMS`)."""
+        for raw in json.loads(stored or "[]"):
+            self.configs.setdefault(raw["name"], UpstreamConfig.model_validate(raw))
 
     async def _restore_spending(self) -> None:
-        """Book again the costs of this month's answered attempts (budgets live in memory)."""
+        """Book again the costs of this month's answered attempts (budgets live in memory); a router
+        worker with budgets then follows the log from there (:mod:`~banditroute.gateway.shared`)."""
         t = time.gmtime()
-        month_start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
-        for row in await self.serial(self.router.storage.attempts, float(month_start)):
+        month_start = float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)))
+        budgeted = self.key_budgets or any(p.budget is not None for p in self.profiles.values())
+        if self._log_store is not None and budgeted:
+            self.shared = SpendReader(self._log_store)
+            rows = await self._on_log_thread(self.shared.restore, month_start, time.time())
+        else:
+            rows = await self.serial(self.router.storage.attempts, month_start)
+        self._charge_rows(rows)
+
+    def _charge_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Book the costs of attempt rows read from the log into the budgets of their key and profile."""
+        for row in rows:
             if row["cost"] is None:
                 continue
             profile = self.profiles.get(row["profile"] or "")
             for owner, budget in self._owners(profile, row["key_hash"]):
-                self.budgets.charge(owner, budget, row["cost"], now=row["created_at"])
+                self.budgets.charge(owner, budget, row["cost"], at=row["created_at"])
+
+    async def _on_log_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the thread that reads the log for the other workers' changes."""
+        return await asyncio.get_running_loop().run_in_executor(self._log_thread, fn, *args)
+
+    async def _follow_loop(self, store: Storage) -> None:
+        """A router worker's view of the others, every ``[cluster] poll_interval_s`` (module docstring)."""
+        interval = (self.router.config.cluster or ClusterConfig()).poll_interval_s
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self.shared is not None:
+                    rows = await self._on_log_thread(self.shared.read, time.time())
+                    self._charge_rows(self.shared.theirs(rows, time.time()))
+                await self._sync_upstreams(store)
+            except StorageUnavailable as exc:  # retried at the next tick: nothing read is lost
+                if not failing:
+                    log.warning("gateway: reading the other workers' changes failed: %s; retrying", exc)
+                failing = True
+                continue
+            except Exception:
+                log.exception("gateway: following the other workers failed; retrying")
+                continue
+            failing = False
+
+    async def _sync_upstreams(self, store: Storage) -> None:
+        """Connect the upstreams other workers added and drop those they retired: the router merges the
+        log's models (``router.models``); the configs of added ones are in the log's meta."""
+        active = {m.name for m in self.router.models if m.active}
+        for name in [n for n in self.upstreams if n not in active]:
+            self._spawn(self.upstreams.pop(name).aclose())
+        missing = [n for n in active if n not in self.upstreams]
+        if any(n not in self.configs for n in missing):
+            self._add_configs(await self._on_log_thread(store.get_meta, ADDED_UPSTREAMS))
+        for name in missing:
+            if name in self.configs:
+                self._connect(self.configs[name])
 
     def usage(self, key_hash: str | None) -> dict[str, Any]:
         """The caller's budgets, what was spent of them in the current periods, and what requests in
@@ -167,6 +235,8 @@ class Gateway:
         return out
 
     def _connect(self, config: UpstreamConfig) -> None:
+        if config.name in self.upstreams:  # a worker's follower connected it while it was being added
+            return
         self.upstreams[config.name] = Upstream(config)
         breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_cooldown_s)
         self.breakers[config.name] = breaker
@@ -177,13 +247,17 @@ class Gateway:
             await self.hook.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        for task in (self._follower, self._flusher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._flush()
         for up in self.upstreams.values():
             await up.aclose()
         self._embed_thread.shutdown(wait=True)
+        self._log_thread.shutdown(wait=True)
+        if self._log_store is not None:
+            self._log_store.close()
 
     # ------------------------------------------------------------------ admin
     async def add_upstream(self, config: UpstreamConfig) -> dict[str, Any]:
@@ -191,8 +265,8 @@ class Gateway:
         if config.name in self.configs:
             raise Conflict("an upstream of this name exists (names are never reused)")
         out = await self.serial(self.router.add_model, config.name)
-        added = [c.model_dump(mode="json") for c in self.configs.values() if c not in self.config.upstreams]
-        added.append(config.model_dump(mode="json"))
+        stored = await self.serial(self.router.storage.get_meta, ADDED_UPSTREAMS)  # other workers' too
+        added = [*json.loads(stored or "[]"), config.model_dump(mode="json")]
         await self.serial(self.router.storage.set_meta, ADDED_UPSTREAMS, json.dumps(added))
         self.configs[config.name] = config
         self._connect(config)
@@ -203,8 +277,9 @@ class Gateway:
         if name not in self.upstreams:
             raise NotFound("unknown or retired upstream")
         out = await self.serial(self.router.retire_model, name)
-        up = self.upstreams.pop(name)
-        self._spawn(up.aclose())
+        up = self.upstreams.pop(name, None)  # None: a worker's follower dropped it meanwhile
+        if up is not None:
+            self._spawn(up.aclose())
         return out
 
     def models(self) -> list[dict[str, Any]]:
@@ -500,6 +575,8 @@ class Gateway:
             "prompt": None if ctx.messages is None else json.dumps(ctx.messages, ensure_ascii=False),
             "completion": completion if ctx.messages is not None else None,
         })  # fmt: skip
+        if self.shared is not None:  # booked here: not to be booked again when the row is read back
+            self.shared.mine(rec.event_id, time.time())
 
     async def _flush_loop(self) -> None:
         while True:

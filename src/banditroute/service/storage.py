@@ -309,6 +309,15 @@ class Storage:
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(feedback.c.seq)
         )  # a returned row means inserted (psycopg reports no rowcount here)
+        self._decisions_after = (  # polled by every gateway worker (decisions_after)
+            sa.select(decisions.c.event_id, decisions.c.created_at)
+            .where(
+                decisions.c.event_id > sa.bindparam("after"),
+                decisions.c.kind.in_(sa.bindparam("kinds", expanding=True)),
+            )
+            .order_by(decisions.c.event_id)
+            .limit(sa.bindparam("limit"))
+        )
         self._conn: sa.Connection | None
         try:
             self._conn = self.engine.connect()
@@ -497,6 +506,28 @@ class Storage:
         rows = [dict(r) for r in self.conn.execute(stmt).mappings()]
         self.conn.rollback()
         return rows
+
+    @_guarded
+    def decisions_after(self, after_event: int, kinds: Sequence[str], limit: int) -> list[tuple[int, float]]:
+        """``(event_id, created_at)`` of the decisions of these kinds with ids above ``after_event``, in
+        order, at most ``limit``: ids grow in commit order, so a caller that keeps the last id reads each
+        decision once (the gateway follows other router workers' requests by them)."""
+        params = {"after": after_event, "kinds": list(kinds), "limit": limit}
+        rows = self.conn.execute(self._decisions_after, params).all()
+        self.conn.rollback()
+        return [(int(r.event_id), float(r.created_at)) for r in rows]
+
+    @_guarded
+    def attempt_costs(self, event_ids: Sequence[int], chunk: int = 500) -> list[dict[str, Any]]:
+        """``event_id``, ``created_at``, ``key_hash``, ``profile`` and ``cost`` of the gateway attempt rows
+        of these events, for those that have one (by primary key, ``chunk`` ids per statement)."""
+        cols = (attempts.c.event_id, attempts.c.created_at, attempts.c.key_hash, attempts.c.profile, attempts.c.cost)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(event_ids), chunk):
+            stmt = sa.select(*cols).where(attempts.c.event_id.in_(list(event_ids[i : i + chunk])))
+            out += [dict(r) for r in self.conn.execute(stmt).mappings()]
+        self.conn.rollback()
+        return out
 
     @_guarded
     def _decision(self, where: Any, params: dict[str, Any]) -> tuple[DecisionRecord, FeedbackRecord | None] | None:
