@@ -451,3 +451,31 @@ def test_a_worker_keeps_its_snapshot_when_a_newer_one_does_not_load(tmp_path: Pa
     finally:
         worker.stop()
         learner.stop()
+
+
+def test_workers_adding_models_at_the_same_time_get_409_not_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from banditroute.service.router import Conflict
+
+    cfg = parse_config(_config(tmp_path, max_models=6) | {"cluster": {"poll_interval_s": 10.0}})  # no polls
+    learner = Router(cfg, role="learner")
+    learner.start()
+    w0, w1 = Router(cfg, role="worker"), Router(cfg, role="worker", worker_index=1)
+    w0.start()
+    w1.start()
+    try:
+        w0.add_model("d")
+        with pytest.raises(Conflict, match="already exists"):  # w1 had not polled: it reads the log first
+            w1.add_model("d")
+        stale = w1.storage.models()
+        w0.add_model("e")  # meanwhile, between w1's read and its insert
+        monkeypatch.setattr(w1.storage, "models", lambda: stale)
+        with pytest.raises(Conflict, match="at the same time"):
+            w1.add_model("f")
+        monkeypatch.undo()
+        assert w1.add_model("f")["slot"] == 5
+    finally:
+        w0.stop()
+        w1.stop()
+        learner.stop()

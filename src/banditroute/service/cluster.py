@@ -54,6 +54,7 @@ log = logging.getLogger("banditroute.service")
 HEARTBEAT_S = 1.0  # the learner writes its heartbeat this often
 LEARNER_STALE_S = 5.0  # a worker's /healthz reports the learner down after this long without one
 JOIN_CHUNK = 1000
+STOP_CHECK_S = 0.25  # a poller blocked on LISTEN looks at its stop flag this often
 
 
 class Wakeup:
@@ -66,16 +67,19 @@ class Wakeup:
         self._listener: Any = None  # a DBAPI connection that LISTENs, opened on first wait
         self._listen_after = 0.0
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float, stop: threading.Event) -> None:
+        """Return after ``timeout_s``, at a notification, or soon after ``stop`` is set."""
         if self._listener is None and time.monotonic() >= self._listen_after:
             self._listener = self.storage.listen(self.channel)
             self._listen_after = time.monotonic() + 1.0
         if self._listener is None:
-            time.sleep(timeout_s)
+            stop.wait(timeout_s)
             return
+        deadline = time.monotonic() + timeout_s
         try:
-            for _ in self._listener.driver_connection.notifies(timeout=timeout_s, stop_after=1):
-                pass
+            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                for _ in self._listener.driver_connection.notifies(timeout=min(left, STOP_CHECK_S), stop_after=1):
+                    return
         except Exception as exc:  # the database restarted or the connection broke: poll until it is back
             log.warning("listening on %s failed (%s); polling", self.channel, describe(exc))
             self.close()
@@ -166,7 +170,7 @@ class SnapshotFollower(_Poller):
 
     def _pause(self) -> bool:
         """Until the next tick, or until told of a new snapshot (PostgreSQL ``NOTIFY``)."""
-        self.wakeup.wait(self.interval_s)
+        self.wakeup.wait(self.interval_s, self._stop)
         return self._stop.is_set()
 
     def step(self) -> None:
@@ -194,7 +198,7 @@ class LogFeed(_Poller):
 
     def _pause(self) -> bool:
         """Until the next tick, or until told of new feedback (PostgreSQL ``NOTIFY``)."""
-        self.wakeup.wait(self.interval_s)
+        self.wakeup.wait(self.interval_s, self._stop)
         return self._stop.is_set()
 
     def final(self) -> None:

@@ -658,10 +658,18 @@ class Router:
         ]
 
     def _insert_model(self, name: str) -> ModelRecord:
+        if self.role == "worker":  # another worker may have added or retired models since the last poll
+            self._merge_models(self.storage.models())
+            if self._by_name(name) is not None:
+                raise Conflict("a model of this name already exists")
         if len(self.models) >= self.capacity:
             raise Conflict(f"all {self.capacity} model slots are used (raise router.max_models for a new log)")
         rec = ModelRecord(len(self.models), name, True, time.time(), None)
-        self.storage.add_model(rec.slot, rec.name, rec.added_at)
+        try:
+            self.storage.add_model(rec.slot, rec.name, rec.added_at)
+        except sa.exc.IntegrityError:  # another worker took this slot or name at the same moment
+            self._merge_models(self.storage.models())
+            raise Conflict("another process added a model at the same time; send the request again") from None
         self.models = (*self.models, rec)
         return rec
 
