@@ -306,7 +306,9 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
     await warm.open_loop(100, 2.0)
     close(warm.pool)
     load = Load(await pool(), X, theta)
+    opened = time.time()
     wall = await load.open_loop(args.rate, args.seconds)
+    window = (opened, time.time())
     close(load.pool)
     after = scrape_workers(port, workers)
     closed = Load(await pool(), X, theta)
@@ -332,19 +334,23 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
         "learn_lag_rows_at_end": lag[0].split()[-1] if lag else "?",
         "closed_loop_routes_per_s": routes / closed_wall,
         "closed_loop_route_p99_ms": float(np.percentile(1e3 * np.array(closed.route_lat), 99)),
+        "open_loop_window": window,
     }
 
 
-def staleness_ms(db: Path) -> tuple[float, float, int]:
+def staleness_ms(db: Path, window: tuple[float, float] | None = None) -> tuple[float, float, int]:
     """Snapshot staleness from the log: for each feedback row (``seq``, acknowledged at ``received_at``), the
     time until *every* process that decides (each worker of a cluster: ``decisions.worker``) has served a
     decision with a snapshot that has learned it (``policy_version >= seq``) — an upper bound (it includes
-    the wait for each process's next route). Returns p50, p99 (ms) and the rows measured; feedback some
-    process served no later decision with is not counted."""
+    the wait for each process's next route). Only feedback acknowledged within ``window`` (the open-loop
+    phase: the offered rate, not the closed loop's saturation) counts. Returns p50, p99 (ms) and the rows
+    measured; feedback some process served no later decision with is not counted."""
     with sqlite3.connect(db) as conn:
         fb = np.array(conn.execute("select seq, received_at from feedback order by seq").fetchall(), dtype=float)
         rows = conn.execute("select created_at, policy_version, coalesce(worker, -1) from decisions order by event_id")
         dec = np.array(rows.fetchall(), dtype=float)
+    if window is not None and fb.size:
+        fb = fb[(fb[:, 1] >= window[0]) & (fb[:, 1] <= window[1])]
     if fb.size == 0 or dec.size == 0:
         return float("nan"), float("nan"), 0
     lag = np.full(len(fb), -np.inf)
@@ -399,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(60)
-                p50, p99, n = staleness_ms(Path(tmp) / f"{tag}.db")
+                p50, p99, n = staleness_ms(Path(tmp) / f"{tag}.db", rows[tag].pop("open_loop_window"))
                 rows[tag].update(staleness_p50_ms=p50, staleness_p99_ms=p99, staleness_rows=n)
     keys = list(next(iter(rows.values())))
     print("\n| metric | " + " | ".join(rows) + " |\n|---|" + "---:|" * len(rows))

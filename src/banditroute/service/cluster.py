@@ -182,7 +182,7 @@ class SnapshotFollower(_Poller):
 
 class LogFeed(_Poller):
     """The learner process's input: feedback rows the workers committed, in ``seq`` order, handed to
-    ``submit`` (the learner skips what it already has); also beats the heartbeat."""
+    ``submit`` (the learner skips what it already has). It only reads (WAL readers never wait)."""
 
     name = "banditroute-logfeed"
 
@@ -194,7 +194,6 @@ class LogFeed(_Poller):
         self.wakeup = Wakeup(storage, FEEDBACK_CHANNEL)
         self.fed_seq = 0
         self.log_seq = 0  # the highest seq seen in the log (the learn-lag gauge)
-        self._beat_at = 0.0
 
     def _pause(self) -> bool:
         """Until the next tick, or until told of new feedback (PostgreSQL ``NOTIFY``)."""
@@ -215,16 +214,21 @@ class LogFeed(_Poller):
             self._submit(row)
             self.fed_seq = row.seq
         self.log_seq = max(self.log_seq, self.fed_seq)
-        if time.time() - self._beat_at >= HEARTBEAT_S:
-            self.beat()
 
-    def beat(self) -> None:
-        """Write the heartbeat (the learner's pid and host, and the time)."""
-        now = time.time()
-        self.storage.set_meta(
-            LEARNER_META, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "seen_at": now})
-        )
-        self._beat_at = now
+
+class Heartbeat(_Poller):
+    """The learner's heartbeat in ``meta`` every :data:`HEARTBEAT_S` (its pid, host and the time), on a
+    thread of its own: a write can wait for the workers' writes (SQLite's busy wait is not fair), and
+    the feed must not wait with it."""
+
+    name = "banditroute-heartbeat"
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage, HEARTBEAT_S)
+
+    def step(self) -> None:
+        beat = {"pid": os.getpid(), "host": socket.gethostname(), "seen_at": time.time()}
+        self.storage.set_meta(LEARNER_META, json.dumps(beat))
 
 
 LEARNER_META = "learner"

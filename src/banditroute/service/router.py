@@ -51,7 +51,7 @@ from banditroute.data.interfaces import Embedder, Retriever
 from banditroute.ope.log import valid_rows
 from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
-from banditroute.service.cluster import Joiner, LogFeed, SnapshotFollower, learner_seen
+from banditroute.service.cluster import Heartbeat, Joiner, LogFeed, SnapshotFollower, learner_seen
 from banditroute.service.components import build_arms, build_embedder, load_corpus
 from banditroute.service.config import ClusterConfig, ServiceConfig
 from banditroute.service.learner import Learner
@@ -213,8 +213,9 @@ class Router:
         learner = self.learner
         if self.role == "learner":
             feed = LogFeed(self.storage.clone(), self._poll_s(), lambda: learner.received_seq, learner.submit)
-            feed.beat()  # before serving: the heartbeat tells a supervisor this learner is up
-            self._threads.append(feed)
+            heartbeat = Heartbeat(self.storage.clone())
+            heartbeat.step()  # before serving: the heartbeat tells a supervisor this learner is up
+            self._threads += [feed, heartbeat]
             self.metrics.learn_lag.set_function(lambda: max(feed.log_seq - learner.applied_seq, 0))
         else:  # learned rows lag the accepted ones: read at scrape time, so it returns to 0 once all is learned
             self.metrics.learn_lag.set_function(lambda: self._accepted_seq - learner.applied_seq)
