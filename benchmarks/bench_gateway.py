@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import platform
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -91,20 +92,25 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def worker_answers(port: int, workers: int, timeout: float = 60.0) -> dict[str, float]:
-    """Chat requests answered so far per worker pid (``/metrics`` of each, scraped on new connections
-    until every worker answered one)."""
-    seen: dict[str, float] = {}
+def wait_workers(port: int, workers: int, timeout: float = 60.0) -> None:
+    """Until every worker has answered a ``/metrics`` scrape (on new connections; ``banditroute_process``
+    names the one that answered)."""
+    seen: set[str] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Connection": "close"}).text
-        lines = text.splitlines()
-        pid = next(line.split('pid="')[1].split('"')[0] for line in lines if line.startswith("banditroute_process{"))
-        seen[pid] = sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                        if line.startswith("banditroute_gateway_requests_total{"))  # fmt: skip
+        seen |= {line.split('pid="')[1].split('"')[0] for line in text.splitlines()
+                 if line.startswith("banditroute_process{")}  # fmt: skip
         if len(seen) >= max(workers, 1):
-            return seen
+            return
     raise RuntimeError(f"only {len(seen)} of {workers} workers answered on port {port}")
+
+
+def worker_answers(db: Path) -> dict[str, int]:
+    """Chat decisions per worker, from the log (``decisions.worker``; ``single`` for one process)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select coalesce(worker, -1), count(*) from decisions where kind = 'chat' group by 1")
+        return {("single" if w == -1 else str(w)): int(n) for w, n in rows.fetchall()}
 
 
 def write_config(tmp: Path, upstream: str, workers: int) -> Path:
@@ -272,7 +278,7 @@ def main() -> None:
         wait_ready(upstream + "/control", up)
         for w, (gw, port) in gateways.items():
             wait_ready(f"http://127.0.0.1:{port}/healthz", gw)
-            worker_answers(port, w)  # every worker is up
+            wait_workers(port, w)
             asyncio.run(phase(port, up_port, 20, 2.0, False))  # warm-up (connections, first-call paths)
         load_before = os.getloadavg()[0]
         results = []
@@ -285,7 +291,7 @@ def main() -> None:
                     res["gateway_cpu_ms"] = round(1e3 * (cpu_seconds(gw.pid) - cpu) / res["requests"], 2)
                     res["workers"] = w
                     results.append(res)
-        answers = {w: worker_answers(port, w) for w, (_, port) in gateways.items()}
+        answers = {w: worker_answers(tmp / str(w) / "router.db") for w in gateways}
         report = {
             "machine": {
                 "cpus": os.cpu_count(),

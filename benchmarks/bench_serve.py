@@ -187,7 +187,7 @@ class Load:
 
 def histogram_quantiles(metrics: str, name: str, qs: tuple[float, ...]) -> list[float]:
     """Quantiles of a Prometheus histogram, linear within buckets."""
-    summed: dict[float, float] = {}  # several workers' expositions: their buckets add up
+    summed: dict[float, float] = {}
     for line in metrics.splitlines():
         if line.startswith(f"{name}_bucket"):
             le = line.split('le="')[1].split('"')[0]
@@ -229,21 +229,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def scrape_workers(port: int, workers: int) -> str:
-    """The ``/metrics`` of every worker of a ``serve --workers N`` cluster, concatenated: each scrape on a
-    new connection reaches whichever worker accepts it, so scrape until every ``banditroute_process``
-    pid has answered (one scrape for a single process)."""
-    seen: dict[str, str] = {}
-    for _ in range(200):
-        text = scrape(port)
-        pid = next((line.split('pid="')[1].split('"')[0] for line in text.splitlines()
-                    if line.startswith("banditroute_process{")), "")  # fmt: skip
-        seen[pid] = text
-        if len(seen) >= max(workers, 1):
-            break
-    return "\n".join(seen.values())
 
 
 def start_server(root: Path, name: str, args: argparse.Namespace, workers: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -310,7 +295,7 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
     wall = await load.open_loop(args.rate, args.seconds)
     window = (opened, time.time())
     close(load.pool)
-    after = scrape_workers(port, workers)
+    after = scrape(port)  # a cluster's workers each answer for all of them (service/metrics.py)
     closed = Load(await pool(), X, theta)
     routes, closed_wall = await closed.closed_loop(args.conns, args.closed_seconds)
     close(closed.pool)

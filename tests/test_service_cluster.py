@@ -8,6 +8,7 @@ socket) and separate ``--role learner`` / ``--role worker`` processes, and ``kil
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import threading
@@ -479,3 +480,27 @@ def test_workers_adding_models_at_the_same_time_get_409_not_500(
         w0.stop()
         w1.stop()
         learner.stop()
+
+
+def test_every_worker_answers_metrics_for_the_whole_cluster(tmp_path: Path) -> None:
+    """A scrape reaches whichever worker accepts it; each answers with the cluster's sums (prometheus
+    multiprocess mode) and names itself in ``banditroute_process``."""
+    tables = _config(tmp_path)
+    del tables["auth"]
+    cluster = Cluster(write_config(tmp_path / "router.toml", tables), tmp_path / "c.log", workers=2).start()
+    try:
+        for ctx in unit_contexts(12, 6, 3):
+            with client(cluster) as c:  # a new connection each time: spread over the workers
+                assert c.post("/v1/route", json={"context": ctx}).status_code == 200
+        pids, totals = set(), set()
+        for _ in range(40):
+            text = httpx.get(cluster.url + "/metrics", headers={"Connection": "close"}, timeout=5).text
+            pids |= set(re.findall(r'^banditroute_process\{[^}]*pid="(\d+)"', text, re.MULTILINE))
+            totals.add(
+                sum(float(v) for v in re.findall(r"^banditroute_decisions_total\{[^}]*\} (\S+)", text, re.MULTILINE))
+            )
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2 and totals == {12.0}
+    finally:
+        assert cluster.stop() == 0

@@ -1,26 +1,32 @@
 """Prometheus metrics of one router (text exposition format at ``GET /metrics``).
 
 Each router has its own :class:`prometheus_client.CollectorRegistry` (not the process-global one),
-so several routers can live in one process (tests). With ``serve --workers N`` each worker answers
-``/metrics`` for itself (``banditroute_process`` names it): sum the workers' series, as a Prometheus
-server scraping each worker does; the learner, which serves no HTTP, is seen through the workers'
-``banditroute_policy_version`` and ``/healthz``. Counters and histograms are updated on the
+so several routers can live in one process (tests). With ``serve --workers N`` a scrape reaches
+whichever worker accepts the connection, so every worker answers for the whole cluster: the supervisor
+gives its children a fresh ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode: each
+process writes its values to files there) and ``/metrics`` sums counters and histograms over all of
+them, dead workers' counts included; gauges are per live process (``pid`` label: each worker's
+``banditroute_policy_version``). The recent shares and rewards stay those of the answering worker, which
+``banditroute_process`` names. Counters and histograms are updated on the
 request path (a few microseconds each); the per-model shares and running rewards over the last
 ``window`` decisions are computed when Prometheus scrapes.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by `serve --workers N` for its children
 
 disable_created_metrics()  # no *_created series: a start timestamp per label set is noise here
 
@@ -52,6 +58,21 @@ class _Recent(Collector):
         yield from (share, reward, overall)
 
 
+class _Process(Collector):
+    """``banditroute_process{role, worker, pid} 1``: which process answered this scrape."""
+
+    def __init__(self) -> None:
+        self.labels = ("single", "0", str(os.getpid()))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "banditroute_process", "The process that answered: its role, worker number and pid (value 1)",
+            labels=["role", "worker", "pid"],
+        )  # fmt: skip
+        family.add_metric(list(self.labels), 1.0)
+        yield family
+
+
 class RouterMetrics:
     """The router's counters, histograms and gauges."""
 
@@ -74,16 +95,18 @@ class RouterMetrics:
             "banditroute_learn_seconds", "Time of one learning step", buckets=LATENCY_BUCKETS, registry=r
         )
         self.learned = Counter("banditroute_learned_rows", "Feedback rows learned", registry=r)
-        self.policy_version = Gauge("banditroute_policy_version", "Rows learned by the serving policy", registry=r)
-        self.learn_lag = Gauge("banditroute_learn_lag_rows", "Accepted feedback not yet learned", registry=r)
+        self.policy_version = Gauge(
+            "banditroute_policy_version", "Rows learned by the serving policy", registry=r, multiprocess_mode="liveall"
+        )
+        self.learn_lag = Gauge(
+            "banditroute_learn_lag_rows", "Accepted feedback not yet learned", registry=r, multiprocess_mode="livemax"
+        )
         self.storage_unavailable = Counter(
             "banditroute_storage_unavailable", "Requests answered 503 because storage was unavailable", registry=r
         )
-        self.process = Gauge(
-            "banditroute_process", "This process of the router: its role, worker number and pid (value 1)",
-            ["role", "worker", "pid"], registry=r,
-        )  # fmt: skip
+        self.process = _Process()
         self.recent = _Recent(names, window)
+        r.register(self.process)
         r.register(self.recent)
 
     def on_decision(self, model: str, kind: str, slot: int, seconds: float) -> None:
@@ -101,4 +124,11 @@ class RouterMetrics:
         self.learn_latency.observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition: this router's registry, or every process of the cluster (module docstring)."""
+        if not os.environ.get(MULTIPROC_DIR):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(self.process)
+        registry.register(self.recent)
+        return generate_latest(registry)

@@ -117,7 +117,7 @@ class Router:
         self.reward_range = config.router.reward_range
         self.models: tuple[ModelRecord, ...] = ()
         self.metrics = RouterMetrics(lambda: {m.slot: m.name for m in self.models})
-        self.metrics.process.labels(role, str(worker_index), str(os.getpid())).set(1)
+        self.metrics.process.labels = (role, str(worker_index), str(os.getpid()))
         self.embedder: Embedder | None = None
         self.retrieval: Retrieval | None = None
         self._snapshot: tuple[Policy, int] | None = None

@@ -8,7 +8,8 @@ the pre-fork model of gunicorn and ``uvicorn --workers``, with the learner besid
 (:mod:`banditroute.service.cluster`). A child that dies (``kill -9`` included) is started again;
 acknowledged decisions and feedback are in the log, so nothing is lost, and a restarted learner
 restores its checkpoint and replays the rest once. ``SIGINT``/``SIGTERM`` stop the workers first
-(uvicorn's graceful shutdown), then the learner (its final checkpoint).
+(uvicorn's graceful shutdown), then the learner (its final checkpoint). The children share a fresh
+``PROMETHEUS_MULTIPROC_DIR``, so any worker's ``/metrics`` covers them all (:mod:`banditroute.service.metrics`).
 
 Across hosts, run ``serve --role learner`` once and ``serve --role worker --worker-index i`` on each
 host against one PostgreSQL log.
@@ -19,10 +20,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client.multiprocess import mark_process_dead
 
 from banditroute.core.validation import InputError
 from banditroute.service.cluster import learner_pid
 from banditroute.service.config import ServiceConfig
+from banditroute.service.metrics import MULTIPROC_DIR
 from banditroute.service.router import WORKER_START_TIMEOUT_S, Router
 from banditroute.service.storage import Storage, StorageUnavailable
 
@@ -145,7 +150,8 @@ class Supervisor:
             index = int(name.removeprefix("worker-"))
             cmd = self._command("worker", "--worker-index", str(index), "--fd", str(self.sock.fileno()))
             fds = (self.sock.fileno(),)
-        self.children[name] = subprocess.Popen(cmd, pass_fds=fds, preexec_fn=_die_with_parent)
+        env = {**os.environ, MULTIPROC_DIR: str(self.metrics_dir)}
+        self.children[name] = subprocess.Popen(cmd, pass_fds=fds, preexec_fn=_die_with_parent, env=env)
         self.started_at[name] = time.monotonic()
 
     def _await_learner(self) -> None:
@@ -179,6 +185,7 @@ class Supervisor:
         self.sock.set_inheritable(True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="banditroute-metrics-"))  # fresh: counts start at 0
         try:
             self._spawn("learner")
             self._await_learner()
@@ -192,6 +199,7 @@ class Supervisor:
         finally:
             self._stop_all()
             self.sock.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _restart_dead(self) -> None:
         for name, proc in list(self.children.items()):
@@ -201,6 +209,7 @@ class Supervisor:
             if time.monotonic() - self.started_at[name] < RESTART_BACKOFF_S:
                 time.sleep(RESTART_BACKOFF_S)
             log.warning("%s (pid %d) exited with code %s; starting it again", name, proc.pid, code)
+            mark_process_dead(proc.pid, str(self.metrics_dir))  # its gauges go; its counts stay in the sums
             self.restarts += 1
             self._spawn(name)
 
