@@ -8,11 +8,13 @@ socket) and separate ``--role learner`` / ``--role worker`` processes, and ``kil
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,23 @@ def _wait(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def _routers(cfg: Any, workers: int = 2) -> Iterator[list[Router]]:
+    """A started learner and ``workers`` workers (numbered 0, 1, ...) in this process; stopped after."""
+    learner = Router(cfg, role="learner")
+    learner.start()
+    started = []
+    try:
+        for i in range(workers):
+            started.append(Router(cfg, role="worker", worker_index=i))
+            started[-1].start()
+        yield started
+    finally:
+        for w in started:
+            w.stop()
+        learner.stop()
 
 
 def _version(router: Router) -> int:
@@ -153,13 +172,7 @@ def test_learner_state_is_a_clean_replay_of_what_two_workers_logged(tmp_path: Pa
 
 
 def test_a_worker_sees_models_added_and_retired_through_another(tmp_path: Path) -> None:
-    cfg = parse_config(_config(tmp_path, max_models=5))
-    learner = Router(cfg, role="learner")
-    learner.start()
-    w0, w1 = Router(cfg, role="worker"), Router(cfg, role="worker", worker_index=1)
-    w0.start()
-    w1.start()
-    try:
+    with _routers(parse_config(_config(tmp_path, max_models=5))) as (w0, w1):
         w0.add_model("d")
         w0.retire_model("a")
         _wait(
@@ -170,10 +183,6 @@ def test_a_worker_sees_models_added_and_retired_through_another(tmp_path: Path) 
         assert set(probs) == {"b", "c", "d"}
         with pytest.raises(Exception, match="already exists"):
             w1.add_model("d")
-    finally:
-        w0.stop()
-        w1.stop()
-        learner.stop()
 
 
 def test_a_worker_refuses_a_log_no_learner_set_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -460,12 +469,7 @@ def test_workers_adding_models_at_the_same_time_get_409_not_500(
     from banditroute.service.router import Conflict
 
     cfg = parse_config(_config(tmp_path, max_models=6) | {"cluster": {"poll_interval_s": 10.0}})  # no polls
-    learner = Router(cfg, role="learner")
-    learner.start()
-    w0, w1 = Router(cfg, role="worker"), Router(cfg, role="worker", worker_index=1)
-    w0.start()
-    w1.start()
-    try:
+    with _routers(cfg) as (w0, w1):
         w0.add_model("d")
         with pytest.raises(Conflict, match="already exists"):  # w1 had not polled: it reads the log first
             w1.add_model("d")
@@ -476,10 +480,6 @@ def test_workers_adding_models_at_the_same_time_get_409_not_500(
             w1.add_model("f")
         monkeypatch.undo()
         assert w1.add_model("f")["slot"] == 5
-    finally:
-        w0.stop()
-        w1.stop()
-        learner.stop()
 
 
 def test_every_worker_answers_metrics_for_the_whole_cluster(tmp_path: Path) -> None:
