@@ -404,11 +404,13 @@ def test_workers_keep_deciding_while_the_learner_is_down_and_pick_up_its_snapsho
     assert versions[:10] == sorted(versions[:10]) and versions[9] <= 9
 
 
-def test_a_second_cluster_on_the_same_log_is_refused(tmp_path: Path) -> None:
+def test_a_cluster_on_a_log_another_learner_holds_is_refused(tmp_path: Path) -> None:
+    """The supervisor ends with its learner's refusal (the lock of the learner running here), serving nothing."""
     tables = _config(tmp_path)
     del tables["auth"]
     cfg = write_config(tmp_path / "router.toml", tables)
-    first = Cluster(cfg, tmp_path / "a.log", workers=1).start()
+    first = Router(parse_config(tables | {"auth": _config(tmp_path)["auth"]}), role="learner")
+    first.start()
     try:
         second = subprocess.run(
             [*banditroute_cmd(), "serve", "--config", str(cfg), "--workers", "1", "--port", str(free_port())],
@@ -416,6 +418,7 @@ def test_a_second_cluster_on_the_same_log_is_refused(tmp_path: Path) -> None:
         )  # fmt: skip
         assert second.returncode != 0
         assert "another router" in second.stderr and "one writer per log" in second.stderr
+        assert "Started server process" not in second.stderr
     finally:
         first.stop()
 
