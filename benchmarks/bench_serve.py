@@ -187,14 +187,12 @@ class Load:
 
 def histogram_quantiles(metrics: str, name: str, qs: tuple[float, ...]) -> list[float]:
     """Quantiles of a Prometheus histogram, linear within buckets."""
-    summed: dict[float, float] = {}
+    bounds, counts = [], []
     for line in metrics.splitlines():
         if line.startswith(f"{name}_bucket"):
             le = line.split('le="')[1].split('"')[0]
-            bound = float("inf") if le == "+Inf" else float(le)
-            summed[bound] = summed.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
-    bounds = sorted(summed)
-    counts = [summed[b] for b in bounds]
+            bounds.append(float("inf") if le == "+Inf" else float(le))
+            counts.append(float(line.rsplit(" ", 1)[1]))
     total = counts[-1]
     out = []
     for q in qs:

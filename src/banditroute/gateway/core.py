@@ -56,7 +56,6 @@ from banditroute.gateway.upstream import Upstream, UpstreamFailed, UpstreamRejec
 from banditroute.llm.datasets import estimate_tokens
 from banditroute.service.app import Serial
 from banditroute.service.components import build_embedder
-from banditroute.service.config import ClusterConfig
 from banditroute.service.router import Conflict, NotFound, Router
 from banditroute.service.storage import DecisionRecord, Storage, StorageUnavailable
 
@@ -191,7 +190,7 @@ class Gateway:
 
     async def _follow_loop(self, store: Storage) -> None:
         """A router worker's view of the others, every ``[cluster] poll_interval_s`` (module docstring)."""
-        interval = (self.router.config.cluster or ClusterConfig()).poll_interval_s
+        interval = self.router.config.poll_interval_s()
         failing = False
         while True:
             await asyncio.sleep(interval)

@@ -54,22 +54,23 @@ log = logging.getLogger("banditroute.service")
 HEARTBEAT_S = 1.0  # the learner writes its heartbeat this often
 LEARNER_STALE_S = 5.0  # a worker's /healthz reports the learner down after this long without one
 JOIN_CHUNK = 1000
+LEARNER_META = "learner"  # the meta key of the learner's heartbeat
 STOP_CHECK_S = 0.25  # a poller blocked on LISTEN looks at its stop flag this often
 
 
 class Wakeup:
-    """Waits for a ``NOTIFY`` on ``channel`` (PostgreSQL) or a timeout, whichever comes first; elsewhere
-    (SQLite) it only sleeps. A listening connection that fails is dropped with one warning and opened
-    again a second later; meanwhile the poller only polls."""
+    """Waits for a ``NOTIFY`` on ``channel`` (PostgreSQL) or a timeout, whichever comes first; without
+    a channel, or elsewhere (SQLite), it only sleeps. A listening connection that fails is dropped with
+    one warning and opened again a second later; meanwhile the poller only polls."""
 
-    def __init__(self, storage: Storage, channel: str) -> None:
+    def __init__(self, storage: Storage, channel: str | None) -> None:
         self.storage, self.channel = storage, channel
         self._listener: Any = None  # a DBAPI connection that LISTENs, opened on first wait
         self._listen_after = 0.0
 
     def wait(self, timeout_s: float, stop: threading.Event) -> None:
         """Return after ``timeout_s``, at a notification, or soon after ``stop`` is set."""
-        if self._listener is None and time.monotonic() >= self._listen_after:
+        if self.channel is not None and self._listener is None and time.monotonic() >= self._listen_after:
             self._listener = self.storage.listen(self.channel)
             self._listen_after = time.monotonic() + 1.0
         if self._listener is None:
@@ -93,14 +94,16 @@ class Wakeup:
 
 class _Poller:
     """A daemon thread calling ``step()`` every ``interval_s`` on its own connection ``storage`` until
-    stopped (then the connection is closed); a storage fault is logged (once per outage) and retried
-    at the next tick, any other error is logged and retried likewise."""
+    stopped (then the connection is closed), and at once when ``channel`` is notified (:class:`Wakeup`);
+    a storage fault is logged (once per outage) and retried at the next tick, any other error is logged
+    and retried likewise."""
 
     name = "banditroute-poller"
 
-    def __init__(self, storage: Storage, interval_s: float) -> None:
+    def __init__(self, storage: Storage, interval_s: float, channel: str | None = None) -> None:
         self.storage = storage
         self.interval_s = interval_s
+        self.wakeup = Wakeup(storage, channel)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -115,9 +118,7 @@ class _Poller:
             self._thread.join(10)
             self._thread = None
         self.final()
-        wakeup = getattr(self, "wakeup", None)
-        if wakeup is not None:
-            wakeup.close()
+        self.wakeup.close()
         self.storage.close()
 
     def final(self) -> None:
@@ -127,8 +128,9 @@ class _Poller:
         return self._thread is not None and self._thread.is_alive()
 
     def _pause(self) -> bool:
-        """Wait for the next tick; ``True`` once stopped."""
-        return self._stop.wait(self.interval_s)
+        """Wait for the next tick (or a notification); ``True`` once stopped."""
+        self.wakeup.wait(self.interval_s, self._stop)
+        return self._stop.is_set()
 
     def _run(self) -> None:
         while not self._pause():
@@ -164,14 +166,8 @@ class SnapshotFollower(_Poller):
         load: Callable[[int, bytes], None],
         on_models: Callable[[list[ModelRecord]], None],
     ) -> None:
-        super().__init__(storage, interval_s)
+        super().__init__(storage, interval_s, SNAPSHOT_CHANNEL)
         self._current, self.snapshots, self._load, self._on_models = current, snapshots, load, on_models
-        self.wakeup = Wakeup(storage, SNAPSHOT_CHANNEL)
-
-    def _pause(self) -> bool:
-        """Until the next tick, or until told of a new snapshot (PostgreSQL ``NOTIFY``)."""
-        self.wakeup.wait(self.interval_s, self._stop)
-        return self._stop.is_set()
 
     def step(self) -> None:
         found = self.snapshots.latest(self._current())
@@ -189,16 +185,9 @@ class LogFeed(_Poller):
     def __init__(
         self, storage: Storage, interval_s: float, after: Callable[[], int], submit: Callable[[LearnRow], None]
     ):
-        super().__init__(storage, interval_s)
+        super().__init__(storage, interval_s, FEEDBACK_CHANNEL)
         self._after, self._submit = after, submit
-        self.wakeup = Wakeup(storage, FEEDBACK_CHANNEL)
-        self.fed_seq = 0
-        self.log_seq = 0  # the highest seq seen in the log (the learn-lag gauge)
-
-    def _pause(self) -> bool:
-        """Until the next tick, or until told of new feedback (PostgreSQL ``NOTIFY``)."""
-        self.wakeup.wait(self.interval_s, self._stop)
-        return self._stop.is_set()
+        self.fed_seq = 0  # the highest seq read from the log (the learn-lag gauge)
 
     def final(self) -> None:
         """Feed what the log holds now once more: the learner's final checkpoint (it stops after
@@ -213,7 +202,6 @@ class LogFeed(_Poller):
         for row in self.storage.learn_rows(start):
             self._submit(row)
             self.fed_seq = row.seq
-        self.log_seq = max(self.log_seq, self.fed_seq)
 
 
 class Heartbeat(_Poller):
@@ -231,27 +219,28 @@ class Heartbeat(_Poller):
         self.storage.set_meta(LEARNER_META, json.dumps(beat))
 
 
-LEARNER_META = "learner"
-
-
-def learner_pid(storage: Storage) -> int | None:
-    """The pid in the learner's last heartbeat (``None`` before any)."""
+def _last_beat(storage: Storage) -> tuple[int, float] | None:
+    """``(pid, seen_at)`` of the learner's last heartbeat (``None`` before any, or if unreadable)."""
     raw = storage.get_meta(LEARNER_META)
     try:
-        return None if raw is None else int(json.loads(raw)["pid"])
+        beat = None if raw is None else json.loads(raw)
+        return None if beat is None else (int(beat["pid"]), float(beat["seen_at"]))
     except (ValueError, KeyError, TypeError):
         return None
 
 
+def learner_pid(storage: Storage) -> int | None:
+    """The pid in the learner's last heartbeat (``None`` before any)."""
+    beat = _last_beat(storage)
+    return None if beat is None else beat[0]
+
+
 def learner_seen(storage: Storage) -> tuple[str, float | None]:
     """``("running" | "down", seconds since the learner's last heartbeat)`` as the log tells it."""
-    raw = storage.get_meta(LEARNER_META)
-    if raw is None:
+    beat = _last_beat(storage)
+    if beat is None:
         return "down", None
-    try:
-        age = max(0.0, time.time() - float(json.loads(raw)["seen_at"]))
-    except (ValueError, KeyError, TypeError):
-        return "down", None
+    age = max(0.0, time.time() - beat[1])
     return ("running" if age <= LEARNER_STALE_S else "down"), age
 
 
@@ -266,13 +255,11 @@ class Joiner(_Poller):
         super().__init__(storage, min(max(window_s / 10, 0.05), 1.0))
         self.window_s, self.reward, self._accept = window_s, reward, accept
         self.after_event = 0
-        self.joined = 0
 
     def step(self) -> None:
         through = self.storage.settled_through(self.after_event, time.time() - self.window_s)
         while self.after_event < through:
             ids = self.storage.unanswered(self.after_event, through, JOIN_CHUNK)
             for event_id in ids:
-                if self._accept(event_id, self.reward) is not None:
-                    self.joined += 1
+                self._accept(event_id, self.reward)
             self.after_event = ids[-1] if len(ids) == JOIN_CHUNK else through

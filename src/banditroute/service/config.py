@@ -300,6 +300,11 @@ class ServiceConfig(_Strict):
             [u for u in ups if isinstance(u, dict) and isinstance(u.get("name"), str)] if isinstance(ups, list) else []
         )
 
+    def poll_interval_s(self) -> float:
+        """How often the processes of a cluster poll the log: ``[cluster] poll_interval_s`` (its default
+        without the table, for ``serve --workers N`` and ``--role``)."""
+        return (self.cluster or ClusterConfig()).poll_interval_s
+
     def capacity(self) -> int:
         """Number of policy slots: ``max_models``, default the configured models plus four."""
         if self.router.max_models is not None:

@@ -53,7 +53,7 @@ from banditroute.policies.base import Policy
 from banditroute.policies.registry import make_policy
 from banditroute.service.cluster import Heartbeat, Joiner, LogFeed, SnapshotFollower, learner_seen
 from banditroute.service.components import build_arms, build_embedder, load_corpus
-from banditroute.service.config import ClusterConfig, ServiceConfig
+from banditroute.service.config import ServiceConfig
 from banditroute.service.learner import Learner
 from banditroute.service.metrics import RouterMetrics
 from banditroute.service.snapshots import decode_snapshot, snapshot_store
@@ -129,9 +129,8 @@ class Router:
     def start(self) -> None:
         cfg = self.config
         self.storage = Storage(cfg.storage.url, cfg.storage.timeout_s)
-        if self.role == "worker":
-            self._await_learner()
-        else:
+        first_snapshot = self._await_learner() if self.role == "worker" else None
+        if first_snapshot is None:
             self._take_log()
         self._probe = self.storage.clone()  # /healthz's own connection: never queued behind a write
         if cfg.embedder is not None:
@@ -148,8 +147,8 @@ class Router:
                 doc_ids, build_arms(cfg.retrieval.arms, texts), min(cfg.retrieval.k, len(doc_ids))
             )
         self.spec = EnvSpec(n_arms=self.capacity, dim=dim, reward_range=self.reward_range)
-        if self.role == "worker":
-            self._start_worker()
+        if first_snapshot is not None:
+            self._start_worker(first_snapshot)
         else:
             self._start_learner()
         first_event = self.storage.max_event_id() + 1
@@ -173,15 +172,16 @@ class Router:
         except StorageUnavailable as exc:
             raise InputError(f"cannot write to the log: {exc} (read-only database file or directory?)") from None
 
-    def _await_learner(self) -> None:
-        """A worker starts on a log a learner has set up and published a snapshot into."""
+    def _await_learner(self) -> tuple[int, bytes]:
+        """A worker starts on a log a learner has set up and published a snapshot into: that snapshot."""
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         self._snapshots = snapshot_store(self.storage.clone())
         while True:
             try:
                 ready = self.storage.has_schema() and self.storage.get_meta("settings") is not None
-                if ready and self._snapshots.latest() is not None:
-                    return
+                found = self._snapshots.latest() if ready else None
+                if found is not None:
+                    return found
             except (StorageUnavailable, sa.exc.SQLAlchemyError):  # no schema yet, or the database is starting
                 pass
             if time.monotonic() > deadline:
@@ -212,11 +212,11 @@ class Router:
         self._accepted_seq = self.learner.received_seq
         learner = self.learner
         if self.role == "learner":
-            feed = LogFeed(self.storage.clone(), self._poll_s(), lambda: learner.received_seq, learner.submit)
+            feed = LogFeed(self.storage.clone(), cfg.poll_interval_s(), lambda: learner.received_seq, learner.submit)
             heartbeat = Heartbeat(self.storage.clone())
             heartbeat.step()  # before serving: the heartbeat tells a supervisor this learner is up
             self._threads += [feed, heartbeat]
-            self.metrics.learn_lag.set_function(lambda: max(feed.log_seq - learner.applied_seq, 0))
+            self.metrics.learn_lag.set_function(lambda: max(feed.fed_seq - learner.applied_seq, 0))
         else:  # learned rows lag the accepted ones: read at scrape time, so it returns to 0 once all is learned
             self.metrics.learn_lag.set_function(lambda: self._accepted_seq - learner.applied_seq)
         if cfg.router.default_reward is not None:
@@ -228,19 +228,14 @@ class Router:
             )
         learner.start()
 
-    def _start_worker(self) -> None:
-        found = self._snapshots.latest()
-        assert found is not None  # _await_learner
-        self._load_snapshot(*found)
+    def _start_worker(self, first_snapshot: tuple[int, bytes]) -> None:
+        self._load_snapshot(*first_snapshot)
         current = lambda: -1 if self._snapshot is None else self._snapshot[1]  # noqa: E731
+        interval = self.config.poll_interval_s()
         follower = SnapshotFollower(
-            self.storage.clone(), self._poll_s(), current, self._snapshots, self._load_snapshot, self._merge_models,
-        )  # fmt: skip
+            self.storage.clone(), interval, current, self._snapshots, self._load_snapshot, self._merge_models
+        )
         self._threads.append(follower)
-
-    def _poll_s(self) -> float:
-        cluster = self.config.cluster
-        return (cluster or ClusterConfig()).poll_interval_s
 
     def stop(self) -> None:
         """Stop the threads and the learner (it learns what was accepted and checkpoints), close the log."""
