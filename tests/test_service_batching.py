@@ -1,9 +1,11 @@
-"""Micro-batched routing (issue 16, item 3: ``router.route_batch_window_ms``).
+"""Micro-batched routing and grouped feedback (issue 16, item 3: ``service/app.py``'s ``Batcher``).
 
 A batch of route requests decided by one ``act_batch`` call must give exactly the answers of the same
 requests routed one at a time (same events, models and probabilities, bit for bit), bad requests in a
 batch must get their own 4xx and change nothing, and the real server must answer concurrent requests
-through the batcher with every accepted decision logged.
+through the batcher with every accepted decision logged. Likewise a group of feedback requests logged
+in one commit must answer and log exactly as the same requests one at a time (first wins within the
+group too), and a group that fails to commit must leave nothing behind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -22,7 +25,7 @@ pytest.importorskip("httpx")
 from banditroute.core.validation import InputError
 from banditroute.service.auth import hash_key
 from banditroute.service.config import parse_config
-from banditroute.service.router import Router
+from banditroute.service.router import Gone, NotFound, Router
 from banditroute.service.storage import Storage
 from service_support import CLIENT_KEY, Server, client, write_config
 
@@ -115,3 +118,91 @@ def test_served_micro_batches_answer_each_request_and_log_the_good_ones(tmp_path
         assert store.counts() == (43, 43)
     finally:
         store.dispose()
+
+
+def feedback_items(events: list[int]) -> list[dict[str, Any]]:
+    """Feedback for ``events`` with bad and repeated items mixed in."""
+    items: list[dict[str, Any]] = [{"event_id": e, "reward": 0.1 * (e % 10), "cost": None} for e in events]
+    items[2] = {"event_id": events[2], "reward": math.nan, "cost": None}
+    items[4] = {"event_id": events[4], "reward": 7.0, "cost": None}  # outside reward_range
+    items[6] = {"event_id": events[6], "reward": 0.5, "cost": -1.0}
+    items[8] = {"event_id": 10_000, "reward": 0.5, "cost": None}  # unknown
+    items[10] = {"event_id": events[9], "reward": 0.9, "cost": 0.25}  # a second answer for item 9's event
+    items.append({"event_id": events[1], "reward": 0.0, "cost": None})  # and for item 1's, in the next group
+    return items
+
+
+def test_a_feedback_group_answers_and_logs_as_the_same_feedback_one_at_a_time(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "one.db", feedback_ttl_s=3600)
+    one = Router(parse_config(cfg))
+    many = Router(parse_config({**cfg, "storage": {"url": f"sqlite:///{tmp_path / 'many.db'}"}}))
+    one.start()
+    many.start()
+    try:
+        reqs = [{"context": c} for c in np.random.default_rng(3).normal(size=(24, 4)).tolist()]
+        events = [one.route(**r)["event_id"] for r in reqs]
+        assert [many.route(**r)["event_id"] for r in reqs] == events
+        items = feedback_items(events)
+        singly: list[Any] = []
+        for item in items:
+            try:
+                singly.append(one.feedback(**item))
+            except (InputError, NotFound, Gone) as exc:
+                singly.append(exc)
+        grouped = many.feedback_batch(items[:12]) + many.feedback_batch(items[12:])
+        assert [outcome(r) for r in grouped] == [outcome(r) for r in singly]
+        assert [r["status"] for r in grouped if isinstance(r, dict)].count("duplicate") == 2
+        assert sum(isinstance(r, Exception) for r in grouped) == 4
+        assert many.storage.counts() == one.storage.counts() == (24, 19)  # items 2, 4, 6, 8 and 10 leave one each
+        for event in events:  # the same seq, reward and cost for each event
+            a, b = one.storage.get_decision(event), many.storage.get_decision(event)
+            assert a is not None and b is not None
+            answers = [None if f is None else (f.seq, f.reward, f.cost) for f in (a[1], b[1])]
+            assert answers[0] == answers[1]
+    finally:
+        one.stop()
+        many.stop()
+
+
+def test_a_feedback_group_that_fails_to_commit_logs_none_of_it(tmp_path: Path) -> None:
+    router = Router(parse_config(config(tmp_path / "r.db")))
+    router.start()
+    try:
+        events = [router.route(context=[0.1, 0.2, 0.3, float(i)])["event_id"] for i in range(3)]
+        rows: list[Any] = [(events[0], 0.5, None), (events[1], object(), None), (events[2], 0.5, None)]
+        with pytest.raises(sa.exc.StatementError, match="float"):  # the second row cannot be bound
+            router.storage.insert_feedbacks(rows, 0.0)
+        assert router.storage.counts() == (3, 0)
+        assert router.storage.insert_feedbacks([(e, 0.5, None) for e in events], 0.0) == [1, 2, 3]
+    finally:
+        router.stop()
+
+
+def test_served_feedback_groups_accept_each_event_once(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    server = Server(write_config(tmp_path / "router.toml", config(db)), tmp_path / "server.log").start()
+    try:
+        with client(server) as c:
+            routed = [c.post("/v1/route", json={"context": [0.1, 0.2, 0.3, 0.01 * i]}) for i in range(24)]
+            events = [res.json()["event_id"] for res in routed]
+
+        def post(item: dict[str, Any]) -> tuple[int, Any]:
+            with client(server) as c:
+                res = c.post("/v1/feedback", json=item)
+                return res.status_code, res.json()
+
+        items = [{"event_id": e, "reward": r} for e in events for r in (0.25, 0.75)]  # each event answered twice
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(post, items))
+        assert all(status == 200 for status, _ in answers)
+        by_event: dict[int, list[Any]] = {}
+        for _, body in answers:
+            by_event.setdefault(body["event_id"], []).append(body)
+        for event, bodies in by_event.items():
+            assert sorted(b["status"] for b in bodies) == ["accepted", "duplicate"], event
+            assert len({b["seq"] for b in bodies}) == 1  # the duplicate names the accepted one's seq
+        assert sorted(b["seq"] for bodies in by_event.values() for b in bodies if b["status"] == "accepted") == list(
+            range(1, 25)
+        )
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -27,11 +28,13 @@ pytest.importorskip("httpx")
 import httpx
 import sqlalchemy as sa
 
+from banditroute.core.validation import InputError
 from banditroute.service.cluster import learner_pid
 from banditroute.service.config import parse_config
 from banditroute.service.learner import replay
 from banditroute.service.router import Router
 from banditroute.service.storage import Storage
+from banditroute.service.supervisor import listen
 from service_support import (
     Server,
     _reward,
@@ -425,7 +428,6 @@ def test_a_cluster_on_a_log_another_learner_holds_is_refused(tmp_path: Path) -> 
 
 def test_snapshot_format_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     from banditroute.core.types import EnvSpec
-    from banditroute.core.validation import InputError
     from banditroute.policies.registry import make_policy
     from banditroute.service.snapshots import FileSnapshots, decode_snapshot, encode_snapshot
 
@@ -505,5 +507,45 @@ def test_every_worker_answers_metrics_for_the_whole_cluster(tmp_path: Path) -> N
             if len(pids) == 2:
                 break
         assert len(pids) == 2 and totals == {12.0}
+        # A burst of keep-alive connections, opened together as a client's pool opens them, is spread
+        # over both workers (one SO_REUSEPORT socket each): with one shared socket the first worker to
+        # wake accepted the whole burst (docs/benchmarks.md, "Router workers over one log").
+        served = _workers_serving_a_burst(cluster.port, 32)
+        assert min(served.count(0), served.count(1)) >= 6, served
     finally:
         assert cluster.stop() == 0
+
+
+def _workers_serving_a_burst(port: int, n: int) -> list[int]:
+    """The worker that answers ``/healthz`` on each of ``n`` connections opened at once."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = []
+        for sock in socks:
+            data = b""
+            while b"}" not in data:
+                data += sock.recv(65536)
+            out.append(int(re.search(rb'"worker":(\d+)', data).group(1)))  # type: ignore[union-attr]
+        return out
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_listening_sockets_share_one_port_with_reuseport(tmp_path: Path) -> None:
+    socks = listen("127.0.0.1", 0, 3)
+    try:
+        assert len(socks) == 3 and len({s.getsockname()[1] for s in socks}) == 1
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in socks)
+        assert all(s.get_inheritable() for s in socks)
+        # a port another (non-reuse) socket holds
+        with socket.create_server(("127.0.0.1", 0)) as taken, pytest.raises(InputError, match="cannot listen"):
+            listen("127.0.0.1", taken.getsockname()[1], 2)
+    finally:
+        for s in socks:
+            s.close()
+    (single,) = listen("127.0.0.1", 0, 1)  # one worker: one plain socket
+    with single:
+        assert not single.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)

@@ -148,13 +148,13 @@ def test_feedback_on_recent_decisions_skips_the_log_read_and_keeps_its_rules(tmp
     router = Router(parse_config(config(tmp_path, feedback_ttl_s=0.3)))
     router.start()
     reads: list[int] = []
-    log_read = router.storage.get_decision
+    log_read = router.storage.feedback_state
 
     def counting(event_id: int):  # type: ignore[no-untyped-def]
         reads.append(event_id)
         return log_read(event_id)
 
-    router.storage.get_decision = counting  # type: ignore[method-assign]
+    router.storage.feedback_state = counting  # type: ignore[method-assign]
     try:
         rng = np.random.default_rng(0)
         fresh = router.route(context=rng.normal(size=4))["event_id"]

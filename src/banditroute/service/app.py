@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -219,16 +219,21 @@ Serial = Callable[..., Awaitable[Any]]
 Extend = Callable[[FastAPI, Router, Serial], Extension]
 
 
-class RouteBatcher:
-    """Micro-batching of route requests (``router.route_batch_window_ms``, issue 16).
+class Batcher:
+    """Requests of one kind that queue for the writer thread, handled there by one call (issue 16's
+    micro-batching of routes and group commit of feedback; docs/benchmarks.md, "Router workers").
 
-    The first request of a batch waits ``window_s``; every route request that arrives meanwhile joins
-    it, and the batch is one ``route_batch`` call on the writer thread (one ``act_batch``, one commit:
-    :meth:`~banditroute.service.router.Router.route_batch`). Requests that arrive while a batch is on
-    the writer thread form the next batch, sent as soon as that one returns, without another wait.
-    Each request gets its own answer or error; a storage fault fails the whole batch (503, nothing
-    logged). Feedback is not delayed: it goes to the writer thread as it comes, and feedback for a
-    route can only follow that route's answer, which follows its commit.
+    When a request comes and no batch is forming, a batch opens; it waits ``window_s`` (0: only
+    until the event loop has read what already arrived) and takes every request of its kind that
+    came meanwhile, then is one ``run(requests)`` call on the writer thread — for routes one
+    ``act_batch`` and one commit (:meth:`~banditroute.service.router.Router.route_batch`), for
+    feedback one commit (:meth:`~banditroute.service.router.Router.feedback_batch`). Requests that
+    arrive while a batch is on the writer thread form the next batch, sent as soon as that one
+    returns. So an idle server answers each request as it comes, and a busy one amortises the
+    thread hop, the commit and (for LinUCB) the read of ``A⁻¹`` over every request that had to wait
+    anyway. Each request gets its own answer or error; a storage fault fails the whole batch (503,
+    nothing logged). The order on the writer thread stays the arrival order within a kind, and
+    feedback for a route can only follow that route's answer, which follows its commit.
     """
 
     MAX_BATCH = 256
@@ -248,7 +253,8 @@ class RouteBatcher:
 
     async def _drain(self) -> None:
         try:
-            await asyncio.sleep(self.window_s)
+            if self.window_s > 0:
+                await asyncio.sleep(self.window_s)
             while self._pending:
                 batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
                 try:
@@ -264,6 +270,27 @@ class RouteBatcher:
                         future.set_result(result)
         finally:
             self._task = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body as ``model``, decoded and validated in one pass by pydantic-core
+    (``model_validate_json``). FastAPI's own body parameter decodes with :mod:`json` first, which
+    costs 0.2 ms for a 384-float context, ten times the validation (docs/benchmarks.md, "Router
+    workers over one log"). Errors are FastAPI's 422, located under ``body`` as its own are."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for an endpoint that reads its body with :func:`parse_body`: the schema
+    ``/openapi.json`` would show for a body parameter of type ``model``."""
+    schema = {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
 
 
 def create_app(config: ServiceConfig, router: Router | None = None, extend: Extend | None = None) -> FastAPI:
@@ -350,23 +377,26 @@ def create_app(config: ServiceConfig, router: Router | None = None, extend: Exte
         problems = "; ".join(_problem(e) for e in exc.errors()[:10])  # no echo: inputs stay out of responses
         return JSONResponse({"detail": problems}, status_code=422)
 
-    batcher = RouteBatcher(config.router.route_batch_window_ms / 1e3, serial, router.route_batch)
+    routes = Batcher(config.router.route_batch_window_ms / 1e3, serial, router.route_batch)
+    feedbacks = Batcher(0.0, serial, router.feedback_batch)
 
-    @app.post("/v1/route")
-    async def route(body: RouteBody) -> JSONResponse:
+    @app.post("/v1/route", openapi_extra=body_schema(RouteBody))
+    async def route(request: Request) -> JSONResponse:
+        body = await parse_body(request, RouteBody)
         context: Any = body.context
         if body.query is not None and body.context is None:
             context = await run_in_threadpool(router.embed, body.query)
         elif body.query is not None:
             raise InputError("send exactly one of 'context' (a vector) and 'query' (text)")
-        request = {"context": context, "candidates": body.candidates, "request_id": body.request_id}
-        if batcher.window_s > 0:
-            return JSONResponse(await batcher.submit(request))
-        return JSONResponse(await serial(router.route, **request))
+        return JSONResponse(
+            await routes.submit({"context": context, "candidates": body.candidates, "request_id": body.request_id})
+        )
 
-    @app.post("/v1/feedback")
-    async def feedback(body: FeedbackBody) -> JSONResponse:
-        return JSONResponse(await serial(router.feedback, body.event_id, body.reward, body.cost))
+    @app.post("/v1/feedback", openapi_extra=body_schema(FeedbackBody))
+    async def feedback(request: Request) -> JSONResponse:
+        body = await parse_body(request, FeedbackBody)
+        item = {"event_id": body.event_id, "reward": body.reward, "cost": body.cost}
+        return JSONResponse(await feedbacks.submit(item))
 
     @app.post("/v1/search")
     async def search(body: SearchBody) -> JSONResponse:

@@ -59,6 +59,7 @@ from banditroute.service.metrics import RouterMetrics
 from banditroute.service.snapshots import decode_snapshot, snapshot_store
 from banditroute.service.storage import (
     DecisionRecord,
+    FeedbackRecord,
     LearnRow,
     ModelRecord,
     Storage,
@@ -611,7 +612,61 @@ class Router:
 
     # ------------------------------------------------------------------ feedback
     def feedback(self, event_id: int, reward: float, cost: float | None = None) -> dict[str, Any]:
+        """Accept ``reward`` (and ``cost``) for ``event_id``: ``accepted`` with the ``seq`` the log gave
+        it, or ``duplicate`` with the first one's (first wins). :class:`InputError` for a bad value,
+        :class:`NotFound` for an unknown event, :class:`Gone` after ``feedback_ttl_s``."""
+        out = self.feedback_batch([{"event_id": event_id, "reward": reward, "cost": cost}])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def feedback_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+        """:meth:`feedback` for each item (``event_id``, ``reward``, optional ``cost``), the accepted
+        ones logged in one commit (a group of feedback requests that queued while the writer thread
+        was busy: one transaction instead of one each). Each result is the answer or the exception
+        that item alone raised; a storage fault fails them all (nothing logged). Items are accepted
+        in order, so of two for one event the first wins, as between two requests."""
         start = time.perf_counter()
+        now = time.time()
+        out: list[dict[str, Any] | Exception | None] = [None] * len(items)
+        todo: list[tuple[int, int, DecisionRecord | None]] = []
+        for i, item in enumerate(items):
+            try:
+                action, rec, seen = self._feedback_target(item["event_id"], item["reward"], item.get("cost"), now)
+            except (InputError, NotFound, Gone) as exc:
+                out[i] = exc
+                continue
+            if seen is None:
+                todo.append((i, action, rec))
+            else:
+                out[i] = self._duplicate(seen)
+        rows = [(items[i]["event_id"], float(items[i]["reward"]), items[i].get("cost")) for i, *_ in todo]
+        seqs = self.storage.insert_feedbacks(rows, now) if rows else []
+        elapsed = time.perf_counter() - start
+        for (i, action, rec), (event_id, reward, _), seq in zip(todo, rows, seqs, strict=True):
+            if seq is None:  # answered meanwhile, by another process or earlier in this group
+                again = self.storage.feedback_state(event_id)
+                assert again is not None and again[2] is not None
+                out[i] = self._duplicate(again[2])
+                continue
+            if self.learner is not None:  # a worker's feedback reaches the learner through the log
+                if rec is None:
+                    found = self.storage.get_decision(event_id)
+                    assert found is not None
+                    rec = found[0]
+                self.learner.submit(LearnRow(seq, rec.context, rec.action, rec.probs, reward, rec.info))
+                self._accepted_seq = max(self._accepted_seq, seq)
+            self.metrics.on_feedback("accepted", action, reward)
+            self.metrics.feedback_latency.observe(elapsed)
+            out[i] = {"status": "accepted", "event_id": event_id, "seq": seq}
+        assert all(r is not None for r in out)
+        return out  # type: ignore[return-value]
+
+    def _feedback_target(
+        self, event_id: int, reward: float, cost: float | None, now: float
+    ) -> tuple[int, DecisionRecord | None, FeedbackRecord | None]:
+        """After checking the values and the TTL: the decision's action, its record where this process
+        still holds it, and its feedback so far."""
         lo, hi = self.reward_range
         if not math.isfinite(reward):
             raise InputError("reward must be a finite number (got NaN or inf)")
@@ -620,31 +675,21 @@ class Router:
         if cost is not None and not (math.isfinite(cost) and cost >= 0):
             raise InputError("cost must be a finite number >= 0")
         recent = self._recent.pop(event_id, None)
-        if recent is not None and time.time() - recent.created_at <= self.config.router.feedback_ttl_s:
-            rec, seen = recent, None  # logged by this process, no feedback yet: a duplicate insert says otherwise
-        else:
-            found = self.storage.get_decision(event_id)
-            if found is None:
-                self.metrics.on_feedback("unknown")
-                raise NotFound("unknown event_id")
-            rec, seen = found
-        if seen is None and time.time() - rec.created_at > self.config.router.feedback_ttl_s:
+        if recent is not None and now - recent.created_at <= self.config.router.feedback_ttl_s:
+            return recent.action, recent, None  # logged here, no feedback yet: a duplicate insert says otherwise
+        found = self.storage.feedback_state(event_id)
+        if found is None:
+            self.metrics.on_feedback("unknown")
+            raise NotFound("unknown event_id")
+        created_at, action, seen = found
+        if seen is None and now - created_at > self.config.router.feedback_ttl_s:
             self.metrics.on_feedback("expired")
             raise Gone(f"feedback came after the {self.config.router.feedback_ttl_s:g} s TTL")
-        if seen is None:
-            seq = self.storage.insert_feedback(event_id, float(reward), cost, time.time())
-            if seq is not None:
-                if self.learner is not None:  # a worker's feedback reaches the learner through the log
-                    self.learner.submit(LearnRow(seq, rec.context, rec.action, rec.probs, float(reward), rec.info))
-                    self._accepted_seq = max(self._accepted_seq, seq)
-                self.metrics.on_feedback("accepted", rec.action, float(reward))
-                self.metrics.feedback_latency.observe(time.perf_counter() - start)
-                return {"status": "accepted", "event_id": event_id, "seq": seq}
-            again = self.storage.get_decision(event_id)
-            seen = None if again is None else again[1]
-        assert seen is not None
+        return action, None, seen
+
+    def _duplicate(self, seen: FeedbackRecord) -> dict[str, Any]:
         self.metrics.on_feedback("duplicate")
-        return {"status": "duplicate", "event_id": event_id, "seq": seen.seq, "reward": seen.reward}
+        return {"status": "duplicate", "event_id": seen.event_id, "seq": seen.seq, "reward": seen.reward}
 
     # ------------------------------------------------------------------ models
     def list_models(self) -> list[dict[str, Any]]:

@@ -218,6 +218,11 @@ SNAPSHOT_CHANNEL = "banditroute_snapshot"  # PostgreSQL NOTIFY channels: a snaps
 FEEDBACK_CHANNEL = "banditroute_feedback"  # feedback accepted (they wake workers and the learner)
 
 
+def _answer(row: Any, event_id: int) -> FeedbackRecord | None:
+    """The feedback columns of a decision row joined with its feedback (``None``: no feedback yet)."""
+    return None if row.seq is None else FeedbackRecord(row.seq, event_id, row.reward, row.cost, row.received_at)
+
+
 class StorageUnavailable(Exception):
     """The database cannot serve the call now (connection lost, disk full, I/O error, timeout,
     read-only): HTTP 503. Nothing of the failed call was kept; a later call may succeed."""
@@ -299,9 +304,15 @@ class Storage:
         next_event = sa.select(sa.func.coalesce(sa.func.max(decisions.c.event_id), 0) + 1).scalar_subquery()
         self._insert_decision = decisions.insert()
         self._insert_next_decision = decisions.insert().values(event_id=next_event).returning(decisions.c.event_id)
-        self._select_decision = sa.select(
-            decisions, feedback.c.seq, feedback.c.reward, feedback.c.cost, feedback.c.received_at
-        ).select_from(decisions.outerjoin(feedback, feedback.c.event_id == decisions.c.event_id))
+        answer_columns = (feedback.c.seq, feedback.c.reward, feedback.c.cost, feedback.c.received_at)
+        self._select_decision = sa.select(decisions, *answer_columns).select_from(
+            decisions.outerjoin(feedback, feedback.c.event_id == decisions.c.event_id)
+        )
+        self._select_answer = (  # what feedback needs of its decision (feedback_state)
+            sa.select(decisions.c.created_at, decisions.c.action, *answer_columns)
+            .select_from(decisions.outerjoin(feedback, feedback.c.event_id == decisions.c.event_id))
+            .where(decisions.c.event_id == sa.bindparam("key"))
+        )
         next_seq = sa.select(sa.func.coalesce(sa.func.max(feedback.c.seq), 0) + 1).scalar_subquery()
         self._insert_feedback = (
             self._insert(feedback)
@@ -548,28 +559,45 @@ class Storage:
             decode_info(row.info),
             row.worker,
         )
-        fb = None if row.seq is None else FeedbackRecord(row.seq, row.event_id, row.reward, row.cost, row.received_at)
-        return rec, fb
+        return rec, _answer(row, row.event_id)
 
     def get_decision(self, event_id: int) -> tuple[DecisionRecord, FeedbackRecord | None] | None:
         """The decision of ``event_id`` and its feedback (``None`` if none yet); ``None`` if unknown."""
         return self._decision(decisions.c.event_id == sa.bindparam("key"), {"key": event_id})
 
+    @_guarded
+    def feedback_state(self, event_id: int) -> tuple[float, int, FeedbackRecord | None] | None:
+        """``(created_at, action, feedback so far)`` of ``event_id``'s decision, ``None`` if unknown:
+        what accepting feedback needs, without reading and decoding the context (a third of
+        :meth:`get_decision`'s cost; a worker's feedback for another worker's decision)."""
+        row = self.conn.execute(self._select_answer, {"key": event_id}).first()
+        self.conn.rollback()
+        return None if row is None else (row.created_at, row.action, _answer(row, event_id))
+
     def decision_for_request(self, request_id: str) -> DecisionRecord | None:
         found = self._decision(decisions.c.request_id == sa.bindparam("key"), {"key": request_id})
         return None if found is None else found[0]
 
-    @_guarded
     def insert_feedback(self, event_id: int, reward: float, cost: float | None, now: float) -> int | None:
         """Accept feedback for ``event_id`` unless it already has some: returns the ``seq`` the log
         gave it (committed), or ``None`` for a repeat (first wins)."""
-        params = {"event_id": event_id, "reward": reward, "cost": cost, "received_at": now}
+        return self.insert_feedbacks([(event_id, reward, cost)], now)[0]
+
+    @_guarded
+    def insert_feedbacks(self, rows: Sequence[tuple[int, float, float | None]], now: float) -> list[int | None]:
+        """:meth:`insert_feedback` for ``(event_id, reward, cost)`` rows in order, in one commit (a
+        group of feedback requests: all or none); a later row for an event already answered, in
+        the log or earlier in ``rows``, gets ``None``."""
         self.dialect.serialize(self.conn, "feedback")
-        seq = self.conn.execute(self._insert_feedback, params).scalar()
-        if seq is not None:
+        out: list[int | None] = []
+        for event_id, reward, cost in rows:
+            params = {"event_id": event_id, "reward": reward, "cost": cost, "received_at": now}
+            seq = self.conn.execute(self._insert_feedback, params).scalar()
+            out.append(None if seq is None else int(seq))
+        if any(seq is not None for seq in out):
             self.dialect.notify(self.conn, FEEDBACK_CHANNEL, "")  # delivered at the commit
         self.conn.commit()
-        return None if seq is None else int(seq)
+        return out
 
     @_guarded
     def settled_through(self, after_event: int, cutoff: float) -> int:

@@ -2,10 +2,15 @@
 
 ``serve --workers N`` binds the listening socket once, starts one **learner** process (``serve --role
 learner``: holds the log's writer lock, learns, publishes snapshots; no HTTP) and, once it has
-published its first snapshot, ``N`` **worker** processes (``serve --role worker``) that inherit the
-socket and each run their own uvicorn server on it, so the kernel spreads connections over them —
-the pre-fork model of gunicorn and ``uvicorn --workers``, with the learner beside the workers
-(:mod:`banditroute.service.cluster`). A child that dies (``kill -9`` included) is started again;
+published its first snapshot, ``N`` **worker** processes (``serve --role worker``) that each run their
+own uvicorn server on an inherited socket — the pre-fork model of gunicorn and ``uvicorn --workers``,
+with the learner beside the workers (:mod:`banditroute.service.cluster`). Where the system has
+``SO_REUSEPORT`` (Linux), each worker gets its own socket bound to the same port, and the kernel
+hashes each new connection to one of them: with one shared socket, whichever worker wakes first
+accepts a whole burst of connections (asyncio accepts up to a backlog's worth per wake-up), and a
+client's keep-alive pool could land on one worker while the other idles (docs/benchmarks.md,
+"Router workers over one log"). The supervisor keeps every socket open, so connections that arrive
+while a worker restarts wait in its queue. A child that dies (``kill -9`` included) is started again;
 acknowledged decisions and feedback are in the log, so nothing is lost, and a restarted learner
 restores its checkpoint and replays the rest once. ``SIGINT``/``SIGTERM`` stop the workers first
 (uvicorn's graceful shutdown), then the learner (its final checkpoint). The children share a fresh
@@ -117,6 +122,24 @@ def _die_with_parent() -> None:
         pass
 
 
+def listen(host: str, port: int, n: int) -> list[socket.socket]:
+    """``n`` inheritable listening sockets on one port with ``SO_REUSEPORT`` (one per worker; port 0
+    picks a free port for all), else one socket the workers share (module docstring)."""
+    reuse = n > 1 and hasattr(socket, "SO_REUSEPORT")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n if reuse else 1):
+            socks.append(socket.create_server((host, port), backlog=2048, reuse_port=reuse))
+            port = socks[0].getsockname()[1]
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    for sock in socks:
+        sock.set_inheritable(True)
+    return socks
+
+
 class Supervisor:
     """Starts and keeps running the learner and the workers of ``serve --workers N`` (module docstring)."""
 
@@ -148,8 +171,9 @@ class Supervisor:
             cmd = self._command("learner")
         else:
             index = int(name.removeprefix("worker-"))
-            cmd = self._command("worker", "--worker-index", str(index), "--fd", str(self.sock.fileno()))
-            fds = (self.sock.fileno(),)
+            sock = self.socks[index % len(self.socks)]
+            cmd = self._command("worker", "--worker-index", str(index), "--fd", str(sock.fileno()))
+            fds = (sock.fileno(),)
         env = {**os.environ, MULTIPROC_DIR: str(self.metrics_dir)}
         self.children[name] = subprocess.Popen(cmd, pass_fds=fds, preexec_fn=_die_with_parent, env=env)
         self.started_at[name] = time.monotonic()
@@ -178,11 +202,7 @@ class Supervisor:
     def run(self) -> None:
         _log_to_stderr(self.log_level)
         host, port = self.config.server.host, self.config.server.port
-        try:
-            self.sock = socket.create_server((host, port), backlog=2048)
-        except OSError as exc:
-            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        self.sock.set_inheritable(True)
+        self.socks = listen(host, port, self.n_workers)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="banditroute-metrics-"))  # fresh: counts start at 0
@@ -198,7 +218,8 @@ class Supervisor:
                 self._restart_dead()
         finally:
             self._stop_all()
-            self.sock.close()
+            for sock in self.socks:
+                sock.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _restart_dead(self) -> None:
