@@ -334,6 +334,19 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
     }
 
 
+def worker_shares(db: Path, window: tuple[float, float]) -> str:
+    """Each worker's share of the decisions taken in ``window`` (the open-loop phase), e.g. ``52/48``: how
+    evenly the kernel spread the generator's connections (``SO_REUSEPORT`` hashes each connection)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "select coalesce(worker, -1), count(*) from decisions where created_at between ? and ? "
+            "group by 1 order by 1",
+            window,
+        ).fetchall()
+    total = sum(n for _, n in rows) or 1
+    return "/".join(f"{100 * n / total:.0f}" for _, n in rows)
+
+
 def staleness_ms(db: Path, window: tuple[float, float] | None = None) -> tuple[float, float, int]:
     """Snapshot staleness from the log: for each feedback row (``seq``, acknowledged at ``received_at``), the
     time until *every* process that decides (each worker of a cluster: ``decisions.worker``) has served a
@@ -401,8 +414,10 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(60)
-                p50, p99, n = staleness_ms(Path(tmp) / f"{tag}.db", rows[tag].pop("open_loop_window"))
+                window = rows[tag].pop("open_loop_window")
+                p50, p99, n = staleness_ms(Path(tmp) / f"{tag}.db", window)
                 rows[tag].update(staleness_p50_ms=p50, staleness_p99_ms=p99, staleness_rows=n)
+                rows[tag]["worker_shares_pct"] = worker_shares(Path(tmp) / f"{tag}.db", window)
     keys = list(next(iter(rows.values())))
     print("\n| metric | " + " | ".join(rows) + " |\n|---|" + "---:|" * len(rows))
     for k in keys:

@@ -339,6 +339,22 @@ def test_oversized_bodies_are_413(plain: Any) -> None:
     assert count_rows(db) == before
 
 
+def test_openapi_lists_the_fast_lane_endpoints_with_their_bodies(plain: Any) -> None:
+    """``/v1/route`` and ``/v1/feedback`` bypass FastAPI (service/app.py's FastLane) but are documented as
+    if they did not: their request bodies resolve to the pydantic models' schemas."""
+    server, _ = plain
+    schema = httpx.get(server.url + "/openapi.json", timeout=5).json()
+    for path, model, required in (
+        ("/v1/route", "RouteBody", set()),
+        ("/v1/feedback", "FeedbackBody", {"event_id", "reward"}),
+    ):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        name = body["$ref"].rsplit("/", 1)[1]
+        assert name == model
+        assert set(schema["components"]["schemas"][name].get("required", [])) == required
+    assert "/v1/models" in schema["paths"] and "/healthz" in schema["paths"]  # FastAPI's own still listed
+
+
 def test_search_without_retrieval_mode_is_404(plain: Any) -> None:
     server, _ = plain
     assert client(server).post("/v1/search", json={"query": "river"}).status_code == 404

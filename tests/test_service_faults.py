@@ -327,7 +327,7 @@ def test_read_only_database_file_or_directory_stops_start_up(tmp_path: Path) -> 
     with client(server) as c:
         Load(c, seed=3).run(2)
     server.stop()
-    assert sorted(p.name for p in data.iterdir()) == ["router.db", "router.db.lock"]  # no -wal, -shm now
+    assert sorted(p.name for p in data.iterdir()) == ["router.db", "router.db.lock", "router.db.turn"]  # no -wal, -shm
     for target, message in [(data, "read-only"), (db, "read-only")]:  # the directory: no -wal can be made
         log = tmp_path / f"refused-{target.name}.log"
         start = time.monotonic()

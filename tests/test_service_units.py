@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from banditroute.service.config import load_config, parse_config
 from banditroute.service.dialects import dialect_for
 from banditroute.service.learner import replay
 from banditroute.service.router import Router
-from banditroute.service.storage import Storage, decode_state, encode_state
+from banditroute.service.storage import Storage, StorageUnavailable, decode_state, encode_state
 from service_support import learn_in_process
 
 ADMIN = hash_key("admin")
@@ -345,3 +347,33 @@ def test_builtin_components_build_the_real_retrievers_and_embedders(tmp_path: Pa
     (tmp_path / "bad.jsonl").write_text('{"text": "no id"}\n')
     with pytest.raises(InputError, match="'id'"):
         load_corpus(tmp_path / "bad.jsonl")
+
+
+def test_the_sqlite_write_turn_waits_for_its_holder_and_times_out_as_a_storage_fault(tmp_path: Path) -> None:
+    """Hot-path writes take ``<db>.turn`` (service/dialects.py's WriteTurn): while another process holds
+    it a route waits, and past ``storage.timeout_s`` it is a storage fault (503), nothing logged; the
+    kernel lets go of a killed holder's turn, and the next route is logged."""
+    router = Router(
+        parse_config({**config(tmp_path), "storage": {"url": f"sqlite:///{tmp_path / 'r.db'}", "timeout_s": 0.3}})
+    )
+    router.start()
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "print(1, flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "r.db.turn")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"1"
+        start = time.monotonic()
+        with pytest.raises(StorageUnavailable, match=r"no write turn within 0\.3 s"):
+            router.route(context=[0.1, 0.2, 0.3, 0.4])
+        assert 0.3 <= time.monotonic() - start < 2.0
+        assert router.storage.counts() == (0, 0)
+        holder.kill()
+        holder.wait()
+        event = router.route(context=[0.1, 0.2, 0.3, 0.4])["event_id"]
+        assert router.feedback(event, 0.5)["status"] == "accepted"
+        assert router.storage.turn is not None and not router.storage.turn.held  # let go after each commit
+    finally:
+        holder.kill()
+        router.stop()

@@ -11,7 +11,7 @@ Example (``router.toml``)::
     feedback_ttl_s = 86400                  # the reward window: later feedback is refused with 410
     default_reward = 0.0                    # optional: learned for a decision whose window ends without feedback
     max_context_norm = 1e3                  # optional: contexts with a larger L2 norm get 422
-    route_batch_window_ms = 0.5             # optional: decide routes arriving within 0.5 ms together (0 = off)
+    route_batch_window_ms = 0.5             # optional: also wait 0.5 ms for routes to decide together (0 = no wait)
 
     [policy]
     name = "linucb"                         # any name of `banditroute policies`
@@ -122,8 +122,9 @@ class RouterConfig(_Strict):
     keep_checkpoints: int = Field(default=3, ge=1)
     publish_interval_s: float = Field(default=0.2, ge=0)  # copying the state costs O(M d²) per publish
     max_context_norm: float | None = Field(default=None, gt=0)  # larger contexts are refused with 422
-    # Micro-batching: route requests arriving within this window (after the first) are decided by one
-    # act_batch call and logged in one commit; 0 = off, each route decided alone (service/app.py).
+    # Micro-batching: routes that queue while the writer thread is busy are always decided by one
+    # act_batch call and logged in one commit; this window makes the first of a batch also wait for
+    # more (0 = no wait: an idle server decides each route as it comes; service/app.py's Batcher).
     route_batch_window_ms: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("models")

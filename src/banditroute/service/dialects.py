@@ -11,8 +11,12 @@ See docs/reliability.md for the timeouts and the locks.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
+import sqlite3
+import time
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -46,6 +50,10 @@ class Dialect(Protocol):
 
     def insert(self, table: sa.Table) -> Any:
         """An ``INSERT`` on ``table`` that offers ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+
+    def write_turn(self, engine: Engine, timeout_s: float) -> WriteTurn | None:
+        """What a connection of ``engine`` takes before :meth:`serialize` and lets go after its commit
+        or rollback, if the database's own lock wait is too coarse for the hot path (else ``None``)."""
 
     def serialize(self, conn: sa.Connection, table: str) -> None:
         """Begin a transaction that takes the next id of ``table`` (``MAX + 1``) so that concurrent
@@ -97,9 +105,13 @@ class SQLite:
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
 
+    def write_turn(self, engine: Engine, timeout_s: float) -> WriteTurn | None:
+        path = sqlite_path(engine)
+        return None if path is None else WriteTurn(path.with_name(path.name + ".turn"), timeout_s)
+
     def serialize(self, conn: sa.Connection, table: str) -> None:
-        """Nothing to do: the inserting statement is the transaction's first, and SQLite takes its
-        read snapshot together with the write lock for it (waiting up to ``busy_timeout``)."""
+        """Nothing more to do: the inserting statement is the transaction's first, and SQLite takes its
+        read snapshot together with the write lock for it (the :class:`WriteTurn` was taken first)."""
 
     def notify(self, conn: sa.Connection, channel: str, payload: str) -> None:
         return None
@@ -126,12 +138,60 @@ class PostgreSQL:
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
 
+    def write_turn(self, engine: Engine, timeout_s: float) -> WriteTurn | None:
+        return None  # serialize's advisory lock waits in the server's queue, woken at the holder's commit
+
     def serialize(self, conn: sa.Connection, table: str) -> None:
         """A transaction-scoped advisory lock per table (released by the commit), bounded by ``lock_timeout``."""
         conn.execute(_XACT_LOCK, {"key": ID_LOCK_KEYS[table]})
 
     def notify(self, conn: sa.Connection, channel: str, payload: str) -> None:
         conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
+
+
+class WriteTurn:
+    """The turn to write a SQLite log, between processes: an exclusive ``flock`` on ``<database>.turn``
+    taken before a hot-path write transaction (decisions, feedback) and let go after its commit or
+    rollback.
+
+    Without it, router workers writing one SQLite log at the same moment meet SQLite's busy handler,
+    which sleeps 1, 2, 5, 10, 15... ms between tries (``sqlite3_busy_timeout``): most of a worker's
+    decision p99 (docs/benchmarks.md, "Router workers over one log"). The turn is polled every 20 to
+    500 µs instead, and holding it means SQLite's lock is free for us (the other writers of the hot
+    path hold the turn while they hold that lock). Waiting longer than ``timeout_s`` is the database
+    being locked, a storage fault (503). The kernel lets go of a killed process's turn.
+    """
+
+    FIRST_PAUSE_S, MAX_PAUSE_S = 2e-5, 5e-4
+
+    def __init__(self, path: Path, timeout_s: float) -> None:
+        self.path, self.timeout_s = path, timeout_s
+        self.held = False
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise InputError(f"cannot create the write turn file {path}: {exc.strerror}") from None
+        weakref.finalize(self, os.close, self._fd)  # closed with its Storage
+
+    def take(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        pause = self.FIRST_PAUSE_S
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.held = True
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    waited = f"database is locked: no write turn within {self.timeout_s:g} s ({self.path.name})"
+                    raise sa.exc.OperationalError(None, None, sqlite3.OperationalError(waited)) from None
+                time.sleep(pause)
+                pause = min(2 * pause, self.MAX_PAUSE_S)
+
+    def release(self) -> None:
+        if self.held:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self.held = False
 
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (SQLite(), PostgreSQL())}

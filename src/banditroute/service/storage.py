@@ -279,6 +279,9 @@ def _guarded(method: Callable[P, R]) -> Callable[P, R]:
             raise
         except Exception as exc:
             raise store._failed(method.__name__, exc) from None
+        finally:  # after the commit or the rollback
+            if store.turn is not None:
+                store.turn.release()
         store.last_success_at = time.monotonic()
         return result
 
@@ -291,6 +294,7 @@ class Storage:
 
     def __init__(self, url_or_engine: str | Engine, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.engine = make_engine(url_or_engine, timeout_s) if isinstance(url_or_engine, str) else url_or_engine
+        self.timeout_s = timeout_s
         self.last_failure_at = -math.inf  # time.monotonic() of the last failed / successful call
         self.last_success_at = -math.inf
         self.last_error = ""
@@ -298,6 +302,7 @@ class Storage:
         self._backoff = 0.0
         self._retry_at = -math.inf
         self.dialect: Dialect = dialect_for(self.engine.url)
+        self.turn = self.dialect.write_turn(self.engine, timeout_s)  # taken by _serialize, let go by _guarded
         self._insert = self.dialect.insert
         # Hot-path statements built once, so SQLAlchemy compiles each once (per-call construction
         # costs more than the database work).
@@ -338,7 +343,7 @@ class Storage:
 
     def clone(self) -> Storage:
         """Another connection to the same database (for another thread)."""
-        return Storage(self.engine)
+        return Storage(self.engine, self.timeout_s)
 
     @property
     def conn(self) -> sa.Connection:
@@ -365,6 +370,13 @@ class Storage:
                     self.last_error = str(exc)
                     raise
         return self._conn
+
+    def _serialize(self, table: str) -> None:
+        """Begin a write that takes the next id of ``table`` (:meth:`Dialect.serialize`), after the
+        write turn where the dialect has one; :func:`_guarded` lets go of the turn."""
+        if self.turn is not None:
+            self.turn.take()
+        self.dialect.serialize(self.conn, table)
 
     @property
     def connected(self) -> bool:
@@ -497,7 +509,7 @@ class Storage:
             }
             for rec in recs
         ]
-        self.dialect.serialize(self.conn, "decisions")
+        self._serialize("decisions")
         first = int(self.conn.execute(self._insert_next_decision, rows[0]).scalar_one())
         if len(rows) > 1:
             self.conn.execute(self._insert_decision, [{**r, "event_id": first + i} for i, r in enumerate(rows) if i])
@@ -588,7 +600,7 @@ class Storage:
         """:meth:`insert_feedback` for ``(event_id, reward, cost)`` rows in order, in one commit (a
         group of feedback requests: all or none); a later row for an event already answered, in
         the log or earlier in ``rows``, gets ``None``."""
-        self.dialect.serialize(self.conn, "feedback")
+        self._serialize("feedback")
         out: list[int | None] = []
         for event_id, reward, cost in rows:
             params = {"event_id": event_id, "reward": reward, "cost": cost, "received_at": now}
