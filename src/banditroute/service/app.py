@@ -24,8 +24,10 @@ Errors are JSON ``{"detail": "..."}``: 401 no key, 403 wrong or expired key (che
 the body is read), 404, 409, 410, 413 body over ``server.max_body_bytes``, 422 invalid input
 (ids outside ``[1, 2**63 - 1]``, control characters in names or request ids, ``/`` in model names;
 messages never echo the submitted values). ``SIGHUP`` re-reads ``auth.key_file``. Routing
-and feedback run on one writer thread, one at a time in arrival order, which is what keeps the
-log's feedback order the learning order; so does every other call that uses the log's connection.
+and feedback run on one writer thread, in arrival order, each kind in groups of what queued while
+the thread was busy (:class:`Batcher`), which is what keeps the log's feedback order the learning
+order; so does every other call that uses the log's connection. The two busiest endpoints,
+``/v1/route`` and ``/v1/feedback``, skip FastAPI's per-request machinery (:class:`FastLane`).
 The event loop never waits on the database itself, so ``/healthz`` (its own probe connection, in
 the thread pool) and ``/metrics`` answer while a write waits on a lock. Embedding and retrieval run
 in the thread pool. Storage faults answer 503 ``{"detail": "storage unavailable: ..."}`` with
