@@ -7,9 +7,11 @@ connection (checked again after every request)."""
 from __future__ import annotations
 
 import calendar
+import json
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 
 from banditroute.gateway.budget import Budgets
 from banditroute.gateway.config import Budget
+from banditroute.gateway.core import ADDED_UPSTREAM, ADDED_UPSTREAMS_BEFORE, stored_configs
 from banditroute.gateway.shared import PENDING_S, RECENT_S, RECHECK_EVERY, SpendReader
 from banditroute.service.auth import hash_key
 from banditroute.service.storage import DecisionRecord, Storage
@@ -237,6 +240,50 @@ def test_upstreams_added_and_retired_on_one_worker_reach_the_other(cluster: dict
             r = p.chat(model="router", messages=ask(f"after retire {i}"))
             assert r.model_extra["banditroute"]["upstream"] != "gemma"
     assert extra.control()["requests"] == n  # no worker calls the retired upstream
+
+
+def test_upstreams_added_through_both_workers_at_once_both_reach_both(cluster: dict[str, Any]) -> None:
+    """Each added upstream's config is its own meta entry: two added at the same moment through two
+    workers cannot overwrite each other (a shared JSON list rewritten by each could lose one)."""
+    a, b, extra = cluster["a"], cluster["b"], cluster["extra"]
+    for p in (a, b):
+        p.ensure()
+
+    def add(p: Pinned, name: str) -> int:
+        return p.http.post("/v1/gateway/upstreams", json=upstream_entry(extra, name=name), headers=ADMIN).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(add, (a, b), ("gemma-a", "gemma-b"))) == [201, 201]
+
+    def lists_both(p: Pinned) -> bool:
+        p.ensure()
+        return {"gemma-a", "gemma-b"} <= {m.id for m in p.client.models.list()}
+
+    for p in (a, b):
+        _eventually(lambda p=p: lists_both(p), 2.0, "each worker lists both added upstreams")
+        for name in ("gemma-a", "gemma-b"):
+            assert p.chat(model=name, messages=ask("both")).model_extra["banditroute"]["upstream"] == name
+    store = Storage(f"sqlite:///{cluster['server'].config.parent / 'router.db'}")
+    try:
+        assert {c["name"] for c in stored_configs(store)} >= {"gemma-a", "gemma-b"}
+    finally:
+        store.dispose()
+    for name in ("gemma-a", "gemma-b"):
+        a.ensure()
+        assert a.http.delete(f"/v1/gateway/upstreams/{name}", headers=ADMIN).status_code == 200
+
+
+def test_configs_of_upstreams_added_before_one_entry_each_are_still_read(tmp_path: Path) -> None:
+    store = Storage(f"sqlite:///{tmp_path / 'log.db'}")
+    try:
+        store.create_schema()
+        old = [{"name": "old-one", "base_url": "http://127.0.0.1:1/v1", "model": "m"}]
+        store.set_meta(ADDED_UPSTREAMS_BEFORE, json.dumps(old))  # as logs written before one entry each
+        store.set_meta(ADDED_UPSTREAM + "new-one", json.dumps({**old[0], "name": "new-one"}))
+        store.set_meta("gateway.upstreams_x", "not an upstream")  # a key that only shares a prefix's start
+        assert [c["name"] for c in stored_configs(store)] == ["old-one", "new-one"]
+    finally:
+        store.dispose()
 
 
 # ---------------------------------------------------------------------- in process, on real logs

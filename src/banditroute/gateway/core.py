@@ -20,7 +20,7 @@ answer was sent, the optional reward hook (:mod:`~banditroute.gateway.reward_hoo
 In a router worker (``serve --workers N``) the gateway also follows the other workers through the log
 every ``[cluster] poll_interval_s``: it books the costs they committed
 (:mod:`~banditroute.gateway.shared`) and connects the upstreams they added (their configs are in the
-log's meta key :data:`ADDED_UPSTREAMS`) and drops those they retired. Budget holds, circuit breakers
+log's meta, :data:`ADDED_UPSTREAM`) and drops those they retired. Budget holds, circuit breakers
 and upstream connection limits stay per process (docs/gateway.md, "Several workers").
 """
 
@@ -60,7 +60,11 @@ from banditroute.service.router import Conflict, NotFound, Router
 from banditroute.service.storage import DecisionRecord, Storage, StorageUnavailable
 
 log = logging.getLogger("banditroute.gateway")
-ADDED_UPSTREAMS = "gateway.added_upstreams"  # meta key: upstreams added at run time (JSON list of configs)
+# meta keys of the upstreams added at run time: one per upstream (its config as JSON), so that two
+# workers adding two upstreams at the same moment cannot overwrite each other's; logs written before
+# that keep the JSON list of configs under ADDED_UPSTREAMS_BEFORE, still read
+ADDED_UPSTREAM = "gateway.upstream."
+ADDED_UPSTREAMS_BEFORE = "gateway.added_upstreams"
 FLUSH_S = 0.05  # attempt rows are written in groups at this interval
 
 
@@ -107,6 +111,12 @@ class Reply:
     sent: Callable[[], Awaitable[None]] | None = None
 
 
+def stored_configs(store: Storage) -> list[dict[str, Any]]:
+    """The configs of the upstreams added at run time, as the log holds them (:data:`ADDED_UPSTREAM`)."""
+    before = json.loads(store.get_meta(ADDED_UPSTREAMS_BEFORE) or "[]")
+    return [*before, *(json.loads(value) for value in store.meta_under(ADDED_UPSTREAM).values())]
+
+
 class Gateway:
     """The gateway of one router; ``serial`` runs a call on the app's writer thread."""
 
@@ -146,7 +156,7 @@ class Gateway:
         self.features = RequestFeaturizer(embedder, featurizer, self.config.embed_cache)
         if self.features.dim != self.router.dim:
             raise InputError(f"router.dim = {self.router.dim} but the gateway's features have {self.features.dim}")
-        self._add_configs(await self.serial(self.router.storage.get_meta, ADDED_UPSTREAMS))
+        self._add_configs(await self.serial(stored_configs, self.router.storage))
         for m in self.router.models:
             if m.active and m.name in self.configs:
                 self._connect(self.configs[m.name])
@@ -157,9 +167,9 @@ class Gateway:
         if self._log_store is not None:
             self._follower = asyncio.ensure_future(self._follow_loop(self._log_store))
 
-    def _add_configs(self, stored: str | None) -> None:
-        """The configs of upstreams added at run time, as stored in the log (:data:`ADDED_UPSTREAMS`)."""
-        for raw in json.loads(stored or "[]"):
+    def _add_configs(self, stored: list[dict[str, Any]]) -> None:
+        """The configs of upstreams added at run time, as stored in the log (:func:`stored_configs`)."""
+        for raw in stored:
             self.configs.setdefault(raw["name"], UpstreamConfig.model_validate(raw))
 
     async def _restore_spending(self) -> None:
@@ -217,7 +227,7 @@ class Gateway:
             self._spawn(self.upstreams.pop(name).aclose())
         missing = [n for n in active if n not in self.upstreams]
         if any(n not in self.configs for n in missing):
-            self._add_configs(await self._on_log_thread(store.get_meta, ADDED_UPSTREAMS))
+            self._add_configs(await self._on_log_thread(stored_configs, store))
         for name in missing:
             if name in self.configs:
                 self._connect(self.configs[name])
@@ -264,9 +274,8 @@ class Gateway:
         if config.name in self.configs:
             raise Conflict("an upstream of this name exists (names are never reused)")
         out = await self.serial(self.router.add_model, config.name)
-        stored = await self.serial(self.router.storage.get_meta, ADDED_UPSTREAMS)  # other workers' too
-        added = [*json.loads(stored or "[]"), config.model_dump(mode="json")]
-        await self.serial(self.router.storage.set_meta, ADDED_UPSTREAMS, json.dumps(added))
+        stored = json.dumps(config.model_dump(mode="json"))
+        await self.serial(self.router.storage.set_meta, ADDED_UPSTREAM + config.name, stored)
         self.configs[config.name] = config
         self._connect(config)
         return out

@@ -452,6 +452,16 @@ class Storage:
         return value
 
     @_guarded
+    def meta_under(self, prefix: str) -> dict[str, str]:
+        """Every ``meta`` entry whose key starts with ``prefix``."""
+        rows = self.conn.execute(
+            sa.select(meta.c.key, meta.c.value).where(meta.c.key.startswith(prefix, autoescape=True))
+        )
+        out = {key: value for key, value in rows}
+        self.conn.rollback()
+        return out
+
+    @_guarded
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(self._insert(meta).values(key=key, value=value).on_conflict_do_nothing())
         self.conn.execute(meta.update().where(meta.c.key == key).values(value=value))
