@@ -468,23 +468,36 @@ def test_a_worker_keeps_its_snapshot_when_a_newer_one_does_not_load(tmp_path: Pa
         learner.stop()
 
 
-def test_workers_adding_models_at_the_same_time_get_409_not_500(
+def test_workers_adding_models_at_the_same_time_take_the_next_slot_or_get_409(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from banditroute.service.router import Conflict
 
-    cfg = parse_config(_config(tmp_path, max_models=6) | {"cluster": {"poll_interval_s": 10.0}})  # no polls
+    cfg = parse_config(_config(tmp_path, max_models=10) | {"cluster": {"poll_interval_s": 10.0}})  # no polls
     with _routers(cfg) as (w0, w1):
         w0.add_model("d")
         with pytest.raises(Conflict, match="already exists"):  # w1 had not polled: it reads the log first
             w1.add_model("d")
-        stale = w1.storage.models()
+        stale, fresh = w1.storage.models(), w1.storage.models
         w0.add_model("e")  # meanwhile, between w1's read and its insert
-        monkeypatch.setattr(w1.storage, "models", lambda: stale)
-        with pytest.raises(Conflict, match="at the same time"):
-            w1.add_model("f")
+        reads = iter([stale])  # w1's first read misses "e"; its insert then finds the slot taken
+        monkeypatch.setattr(w1.storage, "models", lambda: next(reads, None) or fresh())
+        assert w1.add_model("f")["slot"] == 5  # another name took slot 4: the next free one
         monkeypatch.undo()
-        assert w1.add_model("f")["slot"] == 5
+
+        def taken(*_: Any) -> None:  # every slot it tries is taken by the time it inserts
+            raise sa.exc.IntegrityError("INSERT INTO models", {}, Exception("UNIQUE constraint failed"))
+
+        monkeypatch.setattr(w1.storage, "add_model", taken)
+        with pytest.raises(Conflict, match="kept adding models at the same time"):
+            w1.add_model("g")
+        monkeypatch.undo()
+        w0_stale, fresh0 = w0.storage.models(), w0.storage.models
+        w1.add_model("h")  # the same name through both, at the same moment
+        first = iter([w0_stale])  # w0's first read misses "h"
+        monkeypatch.setattr(w0.storage, "models", lambda: next(first, None) or fresh0())
+        with pytest.raises(Conflict, match="this name was added at the same time"):
+            w0.add_model("h")
 
 
 def test_every_worker_answers_metrics_for_the_whole_cluster(tmp_path: Path) -> None:

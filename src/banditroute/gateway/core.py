@@ -54,7 +54,7 @@ from banditroute.gateway.reward_hook import Completion, RewardHook
 from banditroute.gateway.shared import SpendReader
 from banditroute.gateway.upstream import Upstream, UpstreamFailed, UpstreamRejected
 from banditroute.llm.datasets import estimate_tokens
-from banditroute.service.app import Serial
+from banditroute.service.app import Batcher, Serial
 from banditroute.service.components import build_embedder
 from banditroute.service.router import Conflict, NotFound, Router
 from banditroute.service.storage import DecisionRecord, Storage, StorageUnavailable
@@ -124,6 +124,8 @@ class Gateway:
         self.config = config
         self.router = router
         self.serial = serial
+        # decisions that queue for the writer thread are taken together: one act_batch, one commit
+        self._decisions = Batcher(0.0, serial, self._decide_group)
         self.configs: dict[str, UpstreamConfig] = {u.name: u for u in config.upstreams}
         self.upstreams: dict[str, Upstream] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -401,7 +403,7 @@ class Gateway:
         names_by_slot = {s: n for n, s in slots.items()}
         for i in range(1 if forced else self.config.max_attempts):
             kind = "forced" if forced else ("chat" if i == 0 else "fallback")
-            rec: DecisionRecord = await self.serial(self.router.decide, x, mask.copy(), kind, None)
+            rec: DecisionRecord = await self._decisions.submit({"x": x, "allowed": mask.copy(), "kind": kind})
             name = names_by_slot[rec.action]
             up, breaker = self.upstreams[name], self.breakers[name]
             breaker.started()
@@ -445,6 +447,11 @@ class Gateway:
             return Reply(answer, headers, functools.partial(self._score, done))
         causes = ", ".join(f"{a.upstream}: {a.outcome}" for a in attempts)
         raise GatewayError(502, f"every attempt failed ({causes})", "upstreams_failed")
+
+    def _decide_group(self, requests: list[dict[str, Any]]) -> list[DecisionRecord | InputError]:
+        """The decisions of ``requests`` (``x``, ``allowed``, ``kind``), on the writer thread."""
+        xs, masks, kinds = ([r[k] for r in requests] for k in ("x", "allowed", "kind"))
+        return self.router.decide_batch(xs, masks, kinds, [None] * len(requests))
 
     def _info(self, rec: DecisionRecord, name: str, attempts: list[Attempt]) -> dict[str, Any]:
         return {

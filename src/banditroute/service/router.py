@@ -81,6 +81,9 @@ INVALID_DECISION = (
 )
 
 
+ADD_MODEL_TRIES = 8  # slots tried by one add while other workers add models at the same moment
+
+
 class NotFound(Exception):
     """HTTP 404."""
 
@@ -469,10 +472,11 @@ class Router:
         return rec
 
     def decide_batch(
-        self, xs: list[FloatArray], allowed: list[np.ndarray], kind: str, request_ids: list[str | None]
+        self, xs: list[FloatArray], allowed: list[np.ndarray], kinds: list[str], request_ids: list[str | None]
     ) -> list[DecisionRecord | InputError]:
-        """:meth:`decide` for several requests at once (micro-batching, ``router.route_batch_window_ms``):
-        one ``act_batch`` call validates and decides them all with the same snapshot, and one commit logs
+        """:meth:`decide` for several requests at once, each of its own ``kinds[i]`` (the requests that
+        queued for the writer thread: ``service/app.py``'s ``Batcher``, for routes and for the gateway's
+        decisions): one ``act_batch`` call validates and decides them all with the same snapshot, and one commit logs
         them before any is answered. The generator is drawn from row by row as ``n`` single decisions
         would draw from it (:mod:`banditroute.core.sampling`), so the decisions are those of the same
         requests decided one at a time from this snapshot. A request the policy refuses (length,
@@ -482,14 +486,14 @@ class Router:
         start = time.perf_counter()
         assert self._snapshot is not None, "router not started"
         if not all(x.shape == (self.dim,) for x in xs):  # the policy's own message for each bad row
-            return [self._decide_one(x, a, kind, r) for x, a, r in zip(xs, allowed, request_ids, strict=True)]
+            return [self._decide_one(*row) for row in zip(xs, allowed, kinds, request_ids, strict=True)]
         policy, version = self._snapshot
         X, masks = np.stack(xs), np.stack(allowed)
         with np.errstate(all="ignore"):  # overflow shows up as non-finite probabilities, checked next
             try:
                 decisions = policy.act_batch(X, self.rng, allowed=masks)
             except (ValueError, FloatingPointError, np.linalg.LinAlgError):  # InputError included: row by row
-                return [self._decide_one(x, a, kind, r) for x, a, r in zip(xs, allowed, request_ids, strict=True)]
+                return [self._decide_one(*row) for row in zip(xs, allowed, kinds, request_ids, strict=True)]
         valid = valid_rows(X, decisions.actions, decisions.probs, masks)
         out: list[DecisionRecord | InputError] = []
         recs: list[DecisionRecord] = []
@@ -500,7 +504,7 @@ class Router:
                 continue
             d = decisions[i]
             rec = DecisionRecord(
-                0, request_ids[i], now, kind, version, d.action, d.probs, masks[i], X[i], worker=self._worker
+                0, request_ids[i], now, kinds[i], version, d.action, d.probs, masks[i], X[i], worker=self._worker
             )
             rec.info.update(d.info)
             recs.append(rec)
@@ -513,7 +517,7 @@ class Router:
                 self._remember(rec)
         elapsed = time.perf_counter() - start
         for rec in recs:
-            self.metrics.on_decision(self.models[rec.action].name, kind, rec.action, elapsed)
+            self.metrics.on_decision(self.models[rec.action].name, rec.kind, rec.action, elapsed)
         return out
 
     def _decide_one(
@@ -550,7 +554,8 @@ class Router:
             if request_id is not None:
                 ids.add(request_id)
         if todo:
-            results = self.decide_batch([t[1] for t in todo], [t[2] for t in todo], "route", [t[3] for t in todo])
+            xs, masks, request_ids = [t[1] for t in todo], [t[2] for t in todo], [t[3] for t in todo]
+            results = self.decide_batch(xs, masks, ["route"] * len(todo), request_ids)
             for (i, *_), res in zip(todo, results, strict=True):
                 out[i] = res if isinstance(res, Exception) else self._response(res)
         for i in retries:
@@ -703,16 +708,20 @@ class Router:
             self._merge_models(self.storage.models())
             if self._by_name(name) is not None:
                 raise Conflict("a model of this name already exists")
-        if len(self.models) >= self.capacity:
-            raise Conflict(f"all {self.capacity} model slots are used (raise router.max_models for a new log)")
-        rec = ModelRecord(len(self.models), name, True, time.time(), None)
-        try:
-            self.storage.add_model(rec.slot, rec.name, rec.added_at)
-        except sa.exc.IntegrityError:  # another worker took this slot or name at the same moment
-            self._merge_models(self.storage.models())
-            raise Conflict("another process added a model at the same time; send the request again") from None
-        self.models = (*self.models, rec)
-        return rec
+        for _ in range(ADD_MODEL_TRIES):
+            if len(self.models) >= self.capacity:
+                raise Conflict(f"all {self.capacity} model slots are used (raise router.max_models for a new log)")
+            rec = ModelRecord(len(self.models), name, True, time.time(), None)
+            try:
+                self.storage.add_model(rec.slot, rec.name, rec.added_at)
+            except sa.exc.IntegrityError:  # another worker took this slot (or name) at the same moment
+                self._merge_models(self.storage.models())
+                if self._by_name(name) is not None:
+                    raise Conflict("a model of this name was added at the same time by another process") from None
+                continue  # another name took the slot: the next free one
+            self.models = (*self.models, rec)
+            return rec
+        raise Conflict("other processes kept adding models at the same time; send the request again")
 
     def add_model(self, name: str) -> dict[str, Any]:
         if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.strip():
