@@ -41,7 +41,7 @@ import numpy as np
 POLICIES: dict[str, dict[str, Any]] = {
     "linucb": {"policy": {"name": "linucb", "params": {"epsilon": 0.05}}, "learn_batch": 1},
     # LinUCB learning feedback in groups of 16 (one Woodbury update per arm and group, issue 16: "feedback
-    # is learned in groups"); decisions are batched as for every policy (service/app.py's Batcher)
+    # is learned in groups"); decisions are batched as for every policy (service/fastpath.py's Batcher)
     "linucb-groups": {"policy": {"name": "linucb", "params": {"epsilon": 0.05}}, "learn_batch": 16},
     # the same router with micro-batched routing (router.route_batch_window_ms, issue 16)
     "linucb-batched": {

@@ -340,7 +340,7 @@ def test_oversized_bodies_are_413(plain: Any) -> None:
 
 
 def test_openapi_lists_the_fast_lane_endpoints_with_their_bodies(plain: Any) -> None:
-    """``/v1/route`` and ``/v1/feedback`` bypass FastAPI (service/app.py's FastLane) but are documented as
+    """``/v1/route`` and ``/v1/feedback`` bypass FastAPI (service/fastpath.py's FastLane) but are documented as
     if they did not: their request bodies resolve to the pydantic models' schemas."""
     server, _ = plain
     schema = httpx.get(server.url + "/openapi.json", timeout=5).json()

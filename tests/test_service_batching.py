@@ -1,4 +1,4 @@
-"""Micro-batched routing and grouped feedback (issue 16, item 3: ``service/app.py``'s ``Batcher``).
+"""Micro-batched routing and grouped feedback (issue 16, item 3: ``service/fastpath.py``'s ``Batcher``).
 
 A batch of route requests decided by one ``act_batch`` call must give exactly the answers of the same
 requests routed one at a time (same events, models and probabilities, bit for bit), bad requests in a

@@ -54,8 +54,8 @@ from banditroute.gateway.reward_hook import Completion, RewardHook
 from banditroute.gateway.shared import SpendReader
 from banditroute.gateway.upstream import Upstream, UpstreamFailed, UpstreamRejected
 from banditroute.llm.datasets import estimate_tokens
-from banditroute.service.app import Batcher, Serial
 from banditroute.service.components import build_embedder
+from banditroute.service.fastpath import Batcher, Serial
 from banditroute.service.router import Conflict, NotFound, Router
 from banditroute.service.storage import DecisionRecord, Storage, StorageUnavailable
 

@@ -31,8 +31,9 @@ from starlette.types import Receive, Scope, Send
 
 from banditroute.gateway.config import GatewayConfig, UpstreamConfig
 from banditroute.gateway.core import Gateway, GatewayError, Stream
-from banditroute.service.app import Extend, Serial
+from banditroute.service.app import Extend
 from banditroute.service.auth import KeyChecker, hash_key
+from banditroute.service.fastpath import Serial
 from banditroute.service.router import Router
 
 MAX_MESSAGES = 4096

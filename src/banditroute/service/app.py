@@ -25,9 +25,9 @@ the body is read), 404, 409, 410, 413 body over ``server.max_body_bytes``, 422 i
 (ids outside ``[1, 2**63 - 1]``, control characters in names or request ids, ``/`` in model names;
 messages never echo the submitted values). ``SIGHUP`` re-reads ``auth.key_file``. Routing
 and feedback run on one writer thread, in arrival order, each kind in groups of what queued while
-the thread was busy (:class:`Batcher`), which is what keeps the log's feedback order the learning
-order; so does every other call that uses the log's connection. The two busiest endpoints,
-``/v1/route`` and ``/v1/feedback``, skip FastAPI's per-request machinery (:class:`FastLane`).
+the thread was busy (:mod:`banditroute.service.fastpath`), which is what keeps the log's feedback
+order the learning order; so does every other call that uses the log's connection. The two busiest
+endpoints, ``/v1/route`` and ``/v1/feedback``, skip FastAPI's per-request machinery (same module).
 The event loop never waits on the database itself, so ``/healthz`` (its own probe connection, in
 the thread pool) and ``/metrics`` answer while a write waits on a lock. Embedding and retrieval run
 in the thread pool. Storage faults answer 503 ``{"detail": "storage unavailable: ..."}`` with
@@ -40,19 +40,17 @@ import asyncio
 import functools
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib.resources import files
 from typing import Annotated, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,6 +59,7 @@ from banditroute.core.validation import InputError
 from banditroute.service.auth import Forbidden, KeyChecker, Role, Unauthorized
 from banditroute.service.config import MODEL_NAME, PRINTABLE, ServiceConfig
 from banditroute.service.dashboard import Dashboard
+from banditroute.service.fastpath import Batcher, FastLane, Lane, Serial, openapi
 from banditroute.service.metrics import CONTENT_TYPE
 from banditroute.service.router import Conflict, Gone, NotFound, Router
 from banditroute.service.storage import StorageUnavailable, describe
@@ -219,75 +218,7 @@ class Extension(Protocol):
     async def stop(self) -> None: ...
 
 
-Serial = Callable[..., Awaitable[Any]]
 Extend = Callable[[FastAPI, Router, Serial], Extension]
-
-
-class Batcher:
-    """Requests of one kind that queue for the writer thread, handled there by one call (issue 16's
-    micro-batching of routes and group commit of feedback; docs/benchmarks.md, "Router workers").
-
-    When a request comes and no batch is forming, a batch opens; it waits ``window_s`` (0: only
-    until the event loop has read what already arrived) and takes every request of its kind that
-    came meanwhile, then is one ``run(requests)`` call on the writer thread — for routes one
-    ``act_batch`` and one commit (:meth:`~banditroute.service.router.Router.route_batch`), for
-    feedback one commit (:meth:`~banditroute.service.router.Router.feedback_batch`). Requests that
-    arrive while a batch is on the writer thread form the next batch, sent as soon as that one
-    returns. So an idle server answers each request as it comes, and a busy one amortises the
-    thread hop, the commit and (for LinUCB) the read of ``A⁻¹`` over every request that had to wait
-    anyway. Each request gets its own answer or error; a storage fault fails the whole batch (503,
-    nothing logged). The order on the writer thread stays the arrival order within a kind, and
-    feedback for a route can only follow that route's answer, which follows its commit.
-    """
-
-    MAX_BATCH = 256
-
-    def __init__(self, window_s: float, serial: Serial, run: Callable[[list[dict[str, Any]]], list[Any]]) -> None:
-        self.window_s = window_s
-        self._serial, self._run = serial, run
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, request: dict[str, Any]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            if self.window_s > 0:
-                await asyncio.sleep(self.window_s)
-            while self._pending:
-                batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
-                try:
-                    results = await self._serial(self._run, [request for request, _ in batch])
-                except Exception as exc:  # storage fault or a bug: every request of the batch gets it
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # the client went away
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._task = None
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_json(body: bytes, model: type[M]) -> M:
-    """A JSON body as ``model``, decoded and validated in one pass by pydantic-core
-    (``model_validate_json``). FastAPI's own body parameter decodes with :mod:`json` first, which
-    costs 0.2 ms for a 384-float context, ten times the validation (docs/benchmarks.md, "Router
-    workers over one log"). Errors are FastAPI's 422, located under ``body`` as its own are."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
 # The errors of the router's core and the status each answers (the module docstring's table).
@@ -297,72 +228,6 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Gone, 410),
     (Conflict, 409),
 )
-AnswerError = Callable[[str, str, Exception], JSONResponse | None]
-
-
-@dataclass(frozen=True)
-class Lane:
-    """One endpoint :class:`FastLane` serves: its body model, its handler and its OpenAPI text."""
-
-    model: type[BaseModel]
-    handle: Callable[[Any], Awaitable[dict[str, Any]]]
-    summary: str
-    answers: str
-
-
-class FastLane:
-    """``POST /v1/route`` and ``POST /v1/feedback``, the two requests a router serves most, answered
-    without FastAPI's per-request machinery (its middleware stack, dependency solving, response
-    handling): 108 µs less per request, a tenth of a worker's CPU under load (docs/benchmarks.md,
-    "Router workers over one log"). Nothing else changes: it sits inside :class:`Authenticate` and
-    :class:`BodyLimit`, validates with the same pydantic models (:func:`parse_json`) and answers
-    errors as the app does (``answer_error``); ``/openapi.json`` lists both (:func:`openapi`). These
-    two paths are the service's own: an extension cannot answer them."""
-
-    def __init__(self, app: ASGIApp, lanes: dict[str, Lane], answer_error: AnswerError) -> None:
-        self.app, self.lanes, self.answer_error = app, lanes, answer_error
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = self.lanes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if lane is None:
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = b""
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # the client went away: nothing to answer
-                body += message.get("body", b"")
-                if not message.get("more_body", False):
-                    break
-            response = JSONResponse(await lane.handle(parse_json(body, lane.model)))
-        except Exception as exc:
-            answer = self.answer_error(scope["method"], scope["path"], exc)
-            if answer is None:
-                raise
-            response = answer
-        await response(scope, receive, send)
-
-
-def openapi(app: FastAPI, lanes: dict[str, Lane]) -> dict[str, Any]:
-    """The app's OpenAPI schema with the :class:`FastLane` endpoints, which FastAPI does not see."""
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-        for path, lane in lanes.items():
-            body = {"schema": {"$ref": f"#/components/schemas/{lane.model.__name__}"}}
-            schema["paths"][path] = {
-                "post": {
-                    "summary": lane.summary,
-                    "requestBody": {"required": True, "content": {"application/json": body}},
-                    "responses": {"200": {"description": lane.answers}, "422": {"description": "invalid body"}},
-                }
-            }
-            schema.setdefault("components", {}).setdefault("schemas", {})[lane.model.__name__] = (
-                lane.model.model_json_schema(ref_template="#/components/schemas/{model}")
-            )
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
 def create_app(config: ServiceConfig, router: Router | None = None, extend: Extend | None = None) -> FastAPI:

@@ -124,7 +124,7 @@ class RouterConfig(_Strict):
     max_context_norm: float | None = Field(default=None, gt=0)  # larger contexts are refused with 422
     # Micro-batching: routes that queue while the writer thread is busy are always decided by one
     # act_batch call and logged in one commit; this window makes the first of a batch also wait for
-    # more (0 = no wait: an idle server decides each route as it comes; service/app.py's Batcher).
+    # more (0 = no wait: an idle server decides each route as it comes; service/fastpath.py's Batcher).
     route_batch_window_ms: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("models")

@@ -475,7 +475,7 @@ class Router:
         self, xs: list[FloatArray], allowed: list[np.ndarray], kinds: list[str], request_ids: list[str | None]
     ) -> list[DecisionRecord | InputError]:
         """:meth:`decide` for several requests at once, each of its own ``kinds[i]`` (the requests that
-        queued for the writer thread: ``service/app.py``'s ``Batcher``, for routes and for the gateway's
+        queued for the writer thread: ``service/fastpath.py``'s ``Batcher``, for routes and for the gateway's
         decisions): one ``act_batch`` call validates and decides them all with the same snapshot, and one commit logs
         them before any is answered. The generator is drawn from row by row as ``n`` single decisions
         would draw from it (:mod:`banditroute.core.sampling`), so the decisions are those of the same
