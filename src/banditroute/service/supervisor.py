@@ -125,7 +125,9 @@ def _die_with_parent() -> None:
 def listen(host: str, port: int, n: int) -> list[socket.socket]:
     """``n`` inheritable listening sockets on one port with ``SO_REUSEPORT`` (one per worker; port 0
     picks a free port for all), else one socket the workers share (module docstring)."""
-    reuse = n > 1 and hasattr(socket, "SO_REUSEPORT")
+    # Linux (3.9+) balances connections over a port's SO_REUSEPORT sockets; BSD and macOS accept the flag
+    # but hand every connection to one of them, so elsewhere the workers share one socket
+    reuse = n > 1 and sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
     socks: list[socket.socket] = []
     try:
         for _ in range(n if reuse else 1):
