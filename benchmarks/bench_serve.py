@@ -319,6 +319,7 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
     return {
         "offered_routes_per_s": args.rate,
         "routes_per_s": len(route_ms) / wall,
+        "feedback_per_s": len(fb_ms) / wall,  # every routed event's feedback, answered
         "route_p50_ms": float(np.percentile(route_ms, 50)),
         "route_p99_ms": float(np.percentile(route_ms, 99)),
         "route_max_ms": float(route_ms.max()),
