@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,20 @@ class FakeUpstream:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def start_upstreams(models: Iterable[str], log_file: Path) -> dict[str, FakeUpstream]:
+    """A :class:`FakeUpstream` per model, started together, returned once each answers (all stopped
+    if one does not)."""
+    ups = {m: FakeUpstream(m, log_file) for m in models}
+    try:
+        for u in ups.values():
+            u.wait()
+    except BaseException:
+        for u in ups.values():
+            u.stop()
+        raise
+    return ups
 
 
 def upstream_entry(up: FakeUpstream, name: str | None = None, **extra: Any) -> dict[str, Any]:

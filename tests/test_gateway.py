@@ -29,6 +29,7 @@ from gateway_support import (
     db_rows,
     gateway_config,
     learned,
+    start_upstreams,
     upstream_entry,
 )
 from service_support import Server, free_port
@@ -39,10 +40,8 @@ SMALL, MID, LARGE = LLMS
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("gateway")
-    ups = {m: FakeUpstream(m, tmp / "upstreams.log") for m in LLMS}
-    extra = FakeUpstream("gemma-2-9b-it", tmp / "upstreams.log")
-    for u in [*ups.values(), extra]:
-        u.wait()
+    ups = start_upstreams([*LLMS, "gemma-2-9b-it"], tmp / "upstreams.log")
+    extra = ups.pop("gemma-2-9b-it")
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: connection refused
     entries = [upstream_entry(u) for u in ups.values()]
     entries[1] |= {"timeout_s": 0.5}

@@ -24,7 +24,7 @@ from banditroute.gateway.metrics import GatewayMetrics
 from banditroute.gateway.reward_hook import Completion, RewardHook
 from banditroute.gateway.routes import EndingStreamingResponse
 from fake_upstream import answer_text
-from gateway_support import CLIENT_KEY, LLMS, FakeUpstream, ask, db_rows, gateway_config, learned, upstream_entry
+from gateway_support import CLIENT_KEY, LLMS, ask, db_rows, gateway_config, learned, start_upstreams, upstream_entry
 from service_support import HERE, Server
 
 SMALL, MID, _ = LLMS
@@ -59,9 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     gateway ``commanded`` with the command ``reward_judge.py`` and has a tightly budgeted profile on
     an upstream that takes one call at a time."""
     tmp = tmp_path_factory.mktemp("after_answer")
-    ups = {m: FakeUpstream(m, tmp / "upstreams.log") for m in (SMALL, MID)}
-    for u in ups.values():
-        u.wait()
+    ups = start_upstreams((SMALL, MID), tmp / "upstreams.log")
     entries = [upstream_entry(u) for u in ups.values()]
     (tmp / "judged").mkdir(), (tmp / "commanded").mkdir()
     hook = {"callable": "reward_judge:judge", "timeout_s": 1.0}

@@ -27,7 +27,7 @@ from banditroute.gateway.shared import PENDING_S, RECENT_S, RECHECK_EVERY, Spend
 from banditroute.service.auth import hash_key
 from banditroute.service.storage import DecisionRecord, Storage
 from fake_upstream import answer_text
-from gateway_support import ADMIN_KEY, CLIENT_KEY, LLMS, FakeUpstream, ask, db_rows, gateway_config, upstream_entry
+from gateway_support import ADMIN_KEY, CLIENT_KEY, LLMS, ask, db_rows, gateway_config, start_upstreams, upstream_entry
 from service_support import Postgres, Server, postgres_available
 
 SMALL, MID, LARGE = LLMS
@@ -95,10 +95,8 @@ def pin_both(url: str, key: str) -> tuple[Pinned, Pinned]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("gateway-workers")
-    ups = {m: FakeUpstream(m, tmp / "upstreams.log") for m in LLMS}
-    extra = FakeUpstream("gemma-2-9b-it", tmp / "upstreams.log")
-    for u in [*ups.values(), extra]:
-        u.wait()
+    ups = start_upstreams([*LLMS, "gemma-2-9b-it"], tmp / "upstreams.log")
+    extra = ups.pop("gemma-2-9b-it")
     cfg = gateway_config(
         tmp / "router.toml", [upstream_entry(u) for u in ups.values()],
         tables={

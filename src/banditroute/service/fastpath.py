@@ -121,15 +121,15 @@ class FastLane:
             await self.app(scope, receive, send)
             return
         try:
-            body = b""
+            chunks: list[bytes] = []
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return  # the client went away: nothing to answer
-                body += message.get("body", b"")
+                chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     break
-            response = JSONResponse(await lane.handle(parse_json(body, lane.model)))
+            response = JSONResponse(await lane.handle(parse_json(b"".join(chunks), lane.model)))
         except Exception as exc:
             answer = self.answer_error(scope["method"], scope["path"], exc)
             if answer is None:
