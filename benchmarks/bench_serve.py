@@ -11,7 +11,9 @@ answers) measures the most routes/s the server sustains with feedback interleave
 
 Latency is measured two ways: by the client (send to last byte, including HTTP and queueing) and
 by the server (``banditroute_route_seconds``: decide + log, embedding excluded — the
-"route decision" of docs/benchmarks.md; quantiles interpolated within histogram buckets). The load generator is a tiny
+"route decision" of docs/benchmarks.md; quantiles interpolated within histogram buckets), and the part of that
+which is writing the decisions to the log (``banditroute_log_write_seconds``: the write turn, insert and commit).
+The load generator is a tiny
 asyncio HTTP/1.1 keep-alive client (a few tens of µs per request, where httpx costs several
 hundred), so it leaves the server most of the second core. The run is bounded: ``--seconds`` per
 phase, and it stops by itself.
@@ -195,11 +197,12 @@ def run_async(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-def histogram_quantiles(metrics: str, name: str, qs: tuple[float, ...]) -> list[float]:
-    """Quantiles of a Prometheus histogram, linear within buckets."""
+def histogram_quantiles(metrics: str, name: str, qs: tuple[float, ...], label: str = "") -> list[float]:
+    """Quantiles of a Prometheus histogram (of its series with ``label``, e.g. ``rows="feedback"``),
+    linear within buckets."""
     bounds, counts = [], []
     for line in metrics.splitlines():
-        if line.startswith(f"{name}_bucket"):
+        if line.startswith(f"{name}_bucket") and label in line:
             le = line.split('le="')[1].split('"')[0]
             bounds.append(float("inf") if le == "+Inf" else float(le))
             counts.append(float(line.rsplit(" ", 1)[1]))
@@ -313,6 +316,9 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
     route_ms = 1e3 * np.array(load.route_lat)
     fb_ms = 1e3 * np.array(load.feedback_lat)
     server = [1e3 * v for v in histogram_quantiles(after, "banditroute_route_seconds", (0.5, 0.99))]  # incl. warm-up
+    logged = [  # the part of it that is writing the decisions to the log (write turn, insert, commit)
+        1e3 * v for v in histogram_quantiles(after, "banditroute_log_write_seconds", (0.5, 0.99), 'rows="decisions"')
+    ]
     lag = [line for line in after.splitlines() if line.startswith("banditroute_learn_lag_rows")]
     if workers:  # the learner serves no /metrics; staleness (from the log) says how far behind it was
         lag = []
@@ -327,6 +333,8 @@ async def measure(port: int, args: argparse.Namespace, workers: int) -> dict[str
         "feedback_p99_ms": float(np.percentile(fb_ms, 99)),
         "server_route_p50_ms": server[0],
         "server_route_p99_ms": server[1],
+        "server_log_write_p50_ms": logged[0],
+        "server_log_write_p99_ms": logged[1],
         "errors_or_unfinished": load.errors + closed.errors,
         "learn_lag_rows_at_end": lag[0].split()[-1] if lag else "?",
         "closed_loop_routes_per_s": routes / closed_wall,

@@ -66,7 +66,7 @@ def profile_mode(tmp: Path, upstream_port: int, rate: float, seconds: float, str
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     port = free_port()
-    config = write_config(tmp, f"http://127.0.0.1:{upstream_port}")
+    config = write_config(tmp, f"http://127.0.0.1:{upstream_port}", workers=0)  # one process
     (tmp / "router.db").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.profile_gateway", "--child", str(config), str(port), str(out)]
     child = subprocess.Popen(cmd, env=env)

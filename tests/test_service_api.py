@@ -167,6 +167,9 @@ def test_health_and_metrics_are_public(plain: Any) -> None:
         assert name in text
     duplicates = re.search(r'banditroute_feedback_total\{outcome="duplicate"\} ([0-9.]+)', text)
     assert duplicates is not None and float(duplicates.group(1)) >= 1.0
+    for rows in ("decisions", "feedback"):  # the log writes, timed apart from the decision (a duplicate writes none)
+        writes = re.search(rf'banditroute_log_write_seconds_count\{{rows="{rows}"\}} ([0-9.]+)', text)
+        assert writes is not None and float(writes.group(1)) >= 1.0
 
 
 def test_stats_carry_series_and_offpolicy_estimates(plain: Any) -> None:

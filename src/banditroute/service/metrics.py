@@ -91,6 +91,14 @@ class RouterMetrics:
         self.feedback_latency = Histogram(
             "banditroute_feedback_seconds", "Time to validate and log one feedback", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.log_latency = Histogram(
+            "banditroute_log_write_seconds",
+            "Time to write one group of decisions or of feedback to the log and commit it (waiting for the write turn "
+            "included): the share of banditroute_route_seconds that is storage",
+            ["rows"],  # "decisions" or "feedback"
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.learn_latency = Histogram(
             "banditroute_learn_seconds", "Time of one learning step", buckets=LATENCY_BUCKETS, registry=r
         )

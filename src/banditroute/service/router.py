@@ -465,7 +465,9 @@ class Router:
             info=dict(decision.info),
             worker=self._worker,
         )
+        logged = time.perf_counter()
         rec = replace(rec, event_id=self.storage.insert_decision(rec))
+        self.metrics.log_latency.labels("decisions").observe(time.perf_counter() - logged)
         self._remember(rec)
         slot = rec.action
         self.metrics.on_decision(self.models[slot].name, kind, slot, time.perf_counter() - start)
@@ -510,7 +512,9 @@ class Router:
             recs.append(rec)
             out.append(rec)
         if recs:
+            logged = time.perf_counter()
             ids = iter(self.storage.insert_decisions(recs))
+            self.metrics.log_latency.labels("decisions").observe(time.perf_counter() - logged)
             out = [r if isinstance(r, InputError) else replace(r, event_id=next(ids)) for r in out]
             recs = [r for r in out if isinstance(r, DecisionRecord)]
             for rec in recs:
@@ -646,7 +650,11 @@ class Router:
             else:
                 out[i] = self._duplicate(seen)
         rows = [(items[i]["event_id"], float(items[i]["reward"]), items[i].get("cost")) for i, *_ in todo]
-        seqs = self.storage.insert_feedbacks(rows, now) if rows else []
+        seqs: list[int | None] = []
+        if rows:
+            logged = time.perf_counter()
+            seqs = self.storage.insert_feedbacks(rows, now)
+            self.metrics.log_latency.labels("feedback").observe(time.perf_counter() - logged)
         elapsed = time.perf_counter() - start
         for (i, action, rec), (event_id, reward, _), seq in zip(todo, rows, seqs, strict=True):
             if seq is None:  # answered meanwhile, by another process or earlier in this group
