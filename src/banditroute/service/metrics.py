@@ -95,10 +95,11 @@ class RouterMetrics:
             "banditroute_log_write_seconds",
             "Time to write one group of decisions or of feedback to the log and commit it (waiting for the write turn "
             "included): the share of banditroute_route_seconds that is storage",
-            ["rows"],  # "decisions" or "feedback"
+            ["rows"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._log_writes = {rows: self.log_latency.labels(rows) for rows in ("decisions", "feedback")}  # bound once
         self.learn_latency = Histogram(
             "banditroute_learn_seconds", "Time of one learning step", buckets=LATENCY_BUCKETS, registry=r
         )
@@ -126,6 +127,10 @@ class RouterMetrics:
         self.feedback.labels(outcome).inc()
         if slot is not None and reward is not None:
             self.recent.rewards.append((slot, reward))
+
+    def on_log_write(self, rows: str, seconds: float) -> None:
+        """One group of ``rows`` (``"decisions"`` or ``"feedback"``) written to the log and committed."""
+        self._log_writes[rows].observe(seconds)
 
     def on_learn(self, rows: int, seconds: float) -> None:
         self.learned.inc(rows)

@@ -38,8 +38,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -80,6 +81,8 @@ INVALID_DECISION = (
     "the policy cannot give a valid probability vector for this context (is its magnitude absurd?); nothing was logged"
 )
 
+
+T = TypeVar("T")
 
 ADD_MODEL_TRIES = 8  # slots tried by one add while other workers add models at the same moment
 
@@ -465,9 +468,7 @@ class Router:
             info=dict(decision.info),
             worker=self._worker,
         )
-        logged = time.perf_counter()
-        rec = replace(rec, event_id=self.storage.insert_decision(rec))
-        self.metrics.log_latency.labels("decisions").observe(time.perf_counter() - logged)
+        rec = replace(rec, event_id=self._log("decisions", self.storage.insert_decision, rec))
         self._remember(rec)
         slot = rec.action
         self.metrics.on_decision(self.models[slot].name, kind, slot, time.perf_counter() - start)
@@ -512,9 +513,7 @@ class Router:
             recs.append(rec)
             out.append(rec)
         if recs:
-            logged = time.perf_counter()
-            ids = iter(self.storage.insert_decisions(recs))
-            self.metrics.log_latency.labels("decisions").observe(time.perf_counter() - logged)
+            ids = iter(self._log("decisions", self.storage.insert_decisions, recs))
             out = [r if isinstance(r, InputError) else replace(r, event_id=next(ids)) for r in out]
             recs = [r for r in out if isinstance(r, DecisionRecord)]
             for rec in recs:
@@ -522,6 +521,14 @@ class Router:
         elapsed = time.perf_counter() - start
         for rec in recs:
             self.metrics.on_decision(self.models[rec.action].name, rec.kind, rec.action, elapsed)
+        return out
+
+    def _log(self, rows: str, write: Callable[..., T], *args: Any) -> T:
+        """``write(*args)``, a write of ``rows`` to the log, timed for ``banditroute_log_write_seconds``
+        (the storage share of a decision or feedback) when it succeeds."""
+        start = time.perf_counter()
+        out = write(*args)
+        self.metrics.on_log_write(rows, time.perf_counter() - start)
         return out
 
     def _decide_one(
@@ -650,11 +657,7 @@ class Router:
             else:
                 out[i] = self._duplicate(seen)
         rows = [(items[i]["event_id"], float(items[i]["reward"]), items[i].get("cost")) for i, *_ in todo]
-        seqs: list[int | None] = []
-        if rows:
-            logged = time.perf_counter()
-            seqs = self.storage.insert_feedbacks(rows, now)
-            self.metrics.log_latency.labels("feedback").observe(time.perf_counter() - logged)
+        seqs = self._log("feedback", self.storage.insert_feedbacks, rows, now) if rows else []
         elapsed = time.perf_counter() - start
         for (i, action, rec), (event_id, reward, _), seq in zip(todo, rows, seqs, strict=True):
             if seq is None:  # answered meanwhile, by another process or earlier in this group
